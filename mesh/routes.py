@@ -277,29 +277,24 @@ class RouteTable:
         """A chain along row y in which each tile sends to the next one toward ``toward`` (E or
         W), alternating between the two ``colors`` (a checkerboard) so that every tile receives
         on one color and sends on the other. The last tile receives only."""
-        toward = Port.parse(toward)
-        if toward not in (Port.E, Port.W):
-            raise RouteError(f"row {y}: a row reduction runs E or W, not {toward.name}")
-        even, odd = colors
-        xs = range(self.config.width)
-        order = list(xs) if toward is Port.E else list(reversed(xs))
-        for i, x in enumerate(order[:-1]):
-            color = checkerboard_color(x, y, even, odd)
-            self.set(x, y, color, inputs=Port.RAMP, outputs=toward)
-            self.set(order[i + 1], y, color, inputs=toward.opposite, outputs=Port.RAMP)
+        self._line_reduce(colors, toward, (Port.E, Port.W), f"row {y}",
+                          [(x, y) for x in range(self.config.width)])
         return self
 
     def column_reduce_chain(self, x, colors, *, toward=Port.S):
         """As :meth:`row_reduce_chain`, along column x toward N or S."""
-        toward = Port.parse(toward)
-        if toward not in (Port.N, Port.S):
-            raise RouteError(f"column {x}: a column reduction runs N or S, not {toward.name}")
-        even, odd = colors
-        ys = range(self.config.height)
-        order = list(ys) if toward is Port.S else list(reversed(ys))
-        for i, y in enumerate(order[:-1]):
-            color = checkerboard_color(x, y, even, odd)
-            self.set(x, y, color, inputs=Port.RAMP, outputs=toward)
-            self.set(x, order[i + 1], color, inputs=toward.opposite, outputs=Port.RAMP)
+        self._line_reduce(colors, toward, (Port.S, Port.N), f"column {x}",
+                          [(x, y) for y in range(self.config.height)])
         return self
 
+    def _line_reduce(self, colors, toward, directions, name, tiles):
+        toward = Port.parse(toward)
+        if toward not in directions:
+            raise RouteError(f"{name}: a {name.split()[0]} reduction runs "
+                             f"{directions[0].name} or {directions[1].name}, not {toward.name}")
+        even, odd = colors
+        order = tiles if toward is directions[0] else tiles[::-1]
+        for (x, y), after in zip(order, order[1:]):
+            color = checkerboard_color(x, y, even, odd)
+            self.set(x, y, color, inputs=Port.RAMP, outputs=toward)
+            self.set(*after, color, inputs=toward.opposite, outputs=Port.RAMP)

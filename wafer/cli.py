@@ -1,0 +1,175 @@
+"""The ``wafer`` command line.
+
+    wafer demo [--mesh WxH] [--json]
+    wafer bench fabric [--sizes ...] [--rtl-sizes ...] [--loads ...] [--cycles N] [--seed S]
+                       [--json [FILE]] [--quick]
+
+Mistakes in what was asked (a bad mesh shape, a load out of range) print one line and exit
+with status 2; a benchmark whose RTL and emulator results differ exits with status 1.
+"""
+
+import argparse
+import json
+import sys
+
+from mesh import ConfigError, MeshConfig
+
+__all__ = ["main"]
+
+DEFAULT_JSON = "results/bench_fabric.json"
+
+
+class UsageError(Exception):
+    """A command-line value that cannot be used; the message is one line."""
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="wafer", description="A wafer-scale engine at reduced scale: demo and benchmarks.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="run the fabric demo on the emulator")
+    demo.add_argument("--mesh", metavar="WxH", help="mesh shape (default: the demo's, 8x8)")
+    demo.add_argument("--json", action="store_true",
+                      help="print a machine-readable JSON report instead of the readable one")
+
+    bench = commands.add_parser("bench", help="run a benchmark")
+    benchmarks = bench.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    fabric = benchmarks.add_parser(
+        "fabric", help="fabric throughput, latency and simulator speed (emulator and Verilator)",
+        description="Accepted throughput and latency versus offered load for two workloads "
+                    "(east_neighbour, multicast_and_chains), and simulator speed, on the "
+                    "emulator and on the RTL compiled by Verilator. Every RTL run is checked "
+                    "to equal the emulator run with the same parameters.")
+    fabric.add_argument("--sizes", metavar="WxH,...",
+                        help="emulator meshes (default: 8x8,16x16,32x32,64x64)")
+    fabric.add_argument("--rtl-sizes", metavar="WxH,...",
+                        help="Verilator meshes, also run on the emulator; 'none' for no RTL "
+                             "(default: 4x4,8x8)")
+    fabric.add_argument("--loads", metavar="L,...",
+                        help="offered loads, wavelets per flow per cycle, 0 to 1 "
+                             "(default: 0.1,0.3,0.5,0.7,0.9,1.0)")
+    fabric.add_argument("--cycles", metavar="N",
+                        help="cycles per run, warm-up included (default: by mesh size, "
+                             "2000 to 15000)")
+    fabric.add_argument("--seed", default="1", metavar="S",
+                        help="traffic seed (default: %(default)s)")
+    fabric.add_argument("--json", nargs="?", const="-", default=DEFAULT_JSON, metavar="FILE",
+                        help=f"write the JSON report to FILE (default: {DEFAULT_JSON}); "
+                             f"without FILE, print it to stdout instead of the tables")
+    fabric.add_argument("--quick", action="store_true",
+                        help="a short sweep (8x8 emulator, 4x4 RTL, loads 0.1,0.5,1.0, "
+                             "1000 cycles); explicit options still apply")
+    return parser
+
+
+def _shapes(text, option):
+    if text.strip().lower() == "none":
+        return ()
+    shapes = []
+    for part in text.split(","):
+        try:
+            config = MeshConfig.parse_shape(part.strip())
+        except ConfigError as error:
+            raise UsageError(f"{option}: {error}") from None
+        shapes.append((config.width, config.height))
+    return tuple(shapes)
+
+
+def _loads(text):
+    try:
+        loads = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise UsageError(f"--loads: {text!r} is not a comma-separated list of numbers") from None
+    for load in loads:
+        if not 0 < load <= 1:
+            raise UsageError(f"--loads: offered load {load} is not in (0, 1]")
+    return loads
+
+
+def _integer(text, option, minimum):
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"{option}: {text!r} is not an integer") from None
+    if value < minimum:
+        raise UsageError(f"{option}: must be at least {minimum}, not {value}")
+    return value
+
+
+def _sweep(args):
+    from wafer.bench_fabric import QUICK, Sweep
+
+    values = dict(QUICK) if args.quick else {}
+    if args.sizes is not None:
+        values["sizes"] = _shapes(args.sizes, "--sizes")
+    if args.rtl_sizes is not None:
+        values["rtl_sizes"] = _shapes(args.rtl_sizes, "--rtl-sizes")
+    if args.loads is not None:
+        values["loads"] = _loads(args.loads)
+    if args.cycles is not None:
+        # Fewer cycles would leave no room for both a warm-up and a measured window.
+        values["cycles"] = _integer(args.cycles, "--cycles", 10)
+    sweep = Sweep(seed=_integer(args.seed, "--seed", 0), **values)
+    if not sweep.meshes():
+        raise UsageError("nothing to run: --sizes and --rtl-sizes are both empty")
+    return sweep
+
+
+def _bench_fabric(args):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
+        TimeElapsedColumn
+
+    from wafer import verilator
+    from wafer.bench_fabric import RtlMismatch, render, run_sweep, write_json
+
+    sweep = _sweep(args)
+    if sweep.rtl_sizes and verilator.missing_reason():
+        raise UsageError(f"cannot run the RTL benchmark: {verilator.missing_reason()} "
+                         f"(--rtl-sizes none runs the emulator only)")
+    to_stdout = args.json == "-"
+    console = Console(stderr=to_stdout)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=console, transient=True,
+                      disable=not console.is_terminal) as progress:
+            report = run_sweep(sweep, progress)
+    except (RtlMismatch, verilator.VerilatorError) as error:
+        console.print(f"FAILED: {error}", style="bold red", markup=False, highlight=False)
+        return 1
+    if to_stdout:
+        print(json.dumps(report, indent=1))
+    else:
+        render(report, console)
+        write_json(report, args.json)
+        console.print(f"JSON report: {args.json}")
+    return 0
+
+
+def _demo(args):
+    """Check ``--mesh`` here, so that a bad shape is a one-line usage error, and hand the
+    arguments (``mesh`` a "WxH" string or None, ``json`` a bool) to the demo."""
+    from wafer.demo import run_demo
+
+    if args.mesh is not None:
+        try:
+            MeshConfig.parse_shape(args.mesh)
+        except ConfigError as error:
+            raise UsageError(f"--mesh: {error}") from None
+    return run_demo(args)
+
+
+def main(argv=None):
+    """Entry point of the ``wafer`` console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            status = _demo(args)
+        else:
+            status = _bench_fabric(args)
+    except (UsageError, ConfigError) as error:
+        print(f"wafer: error: {error}", file=sys.stderr)
+        return 2
+    return status or 0
