@@ -22,35 +22,11 @@ def bench(dut, **kwargs):
     return MeshBench(dut, CFG, designs.fabric_table(), ENDPOINTS, **kwargs)
 
 
-@cocotb.test()
-async def row_stream(dut):
-    """Color 0 from the core of (0,0) to the east edge: 4 routers, so each wavelet leaves on
-    east_out[0] exactly 4 cycles after injection, at one wavelet per cycle."""
+async def full_rate(dut, streams, count):
+    """Send ``count`` wavelets back to back on each (inbound link, color) of ``streams`` and
+    check that every copy arrives exactly once, exactly one cycle per router after injection
+    and at full rate, and that the emulator agrees cycle for cycle. Returns the bench."""
     tb = bench(dut)
-    count = 64
-    tb.send(ramp(0, 0), 0, count=count)
-    await tb.reset()
-    await tb.drain(timeout=count + 100)
-    tb.check_scoreboard()
-    tb.check_latency(ramp(0, 0), 0, contiguous=True)
-    east = LINK[(3, 0, Port.E)]
-    arrivals = sorted(tb.arrivals(east).values())
-    assert arrivals == list(range(arrivals[0], arrivals[0] + count)), \
-        f"east_out[0] did not carry one wavelet per cycle: {arrivals}"
-    assert arrivals[0] == tb.injections(ramp(0, 0))[tb.drv[ramp(0, 0)].sent[0][2]] + 4
-    stray = {i: m.received for i, m in tb.mon.items() if i != east and m.received}
-    assert not stray, f"wavelets on other links: {stray}"
-    tb.compare_with_emulator()
-
-
-@cocotb.test()
-async def multicast_and_columns(dut):
-    """At full rate and at once: color 1 row multicast from (1,2) to the cores of row 2 and
-    color 2 down every column from the north edge to the south edge. They share routers but no
-    output, so every copy arrives exactly one cycle per router after injection."""
-    tb = bench(dut)
-    count = 48
-    streams = [(ramp(1, 2), 1)] + [(LINK[(x, 0, Port.N)], 2) for x in range(CFG.width)]
     for link, color in streams:
         tb.send(link, color, count=count)
     await tb.reset()
@@ -59,6 +35,31 @@ async def multicast_and_columns(dut):
     for link, color in streams:
         tb.check_latency(link, color, contiguous=True)
     tb.compare_with_emulator()
+    return tb
+
+
+@cocotb.test()
+async def row_stream(dut):
+    """Color 0 from the core of (0,0) to the east edge: 4 routers, so each wavelet leaves on
+    east_out[0] exactly 4 cycles after injection, at one wavelet per cycle."""
+    count = 64
+    tb = await full_rate(dut, [(ramp(0, 0), 0)], count)
+    east = LINK[(3, 0, Port.E)]
+    arrivals = sorted(tb.arrivals(east).values())
+    assert arrivals == list(range(arrivals[0], arrivals[0] + count)), \
+        f"east_out[0] did not carry one wavelet per cycle: {arrivals}"
+    assert arrivals[0] == tb.injections(ramp(0, 0))[tb.drv[ramp(0, 0)].sent[0][2]] + 4
+    stray = {i: m.received for i, m in tb.mon.items() if i != east and m.received}
+    assert not stray, f"wavelets on other links: {stray}"
+
+
+@cocotb.test()
+async def multicast_and_columns(dut):
+    """At full rate and at once: color 1 row multicast from (1,2) to the cores of row 2 and
+    color 2 down every column from the north edge to the south edge. They share routers but no
+    output, so every copy arrives exactly one cycle per router after injection."""
+    streams = [(ramp(1, 2), 1)] + [(LINK[(x, 0, Port.N)], 2) for x in range(CFG.width)]
+    await full_rate(dut, streams, count=48)
 
 
 @cocotb.test()
@@ -66,15 +67,8 @@ async def tree(dut):
     """Color 3 from the core of (2,1): along row 1 both ways, at every tile of the row to the
     core, north to the north edge and south down the column to the south edge: 11 copies of
     each wavelet, each exactly one cycle per router late, at full rate."""
-    tb = bench(dut)
-    count = 48
-    tb.send(ramp(2, 1), 3, count=count)
-    await tb.reset()
-    await tb.drain(timeout=count + 100)
-    tb.check_scoreboard()
+    tb = await full_rate(dut, [(ramp(2, 1), 3)], count=48)
     assert len(tb.sources[(ramp(2, 1), 3)]) == 11
-    tb.check_latency(ramp(2, 1), 3, contiguous=True)
-    tb.compare_with_emulator()
 
 
 @cocotb.test()
