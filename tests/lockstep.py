@@ -252,12 +252,12 @@ class LateFabric(wiring.Component):
 
 
 def _links(member):
-    if isinstance(member, (list, tuple)) or type(member).__name__ == "list" \
-            or hasattr(member, "__len__") and not hasattr(member, "signature"):
+    """The link interfaces of a signature member: itself, or those of an array of them."""
+    if hasattr(member, "signature"):
+        yield member
+    else:
         for item in member:
             yield from _links(item)
-    else:
-        yield member
 
 
 class LateEmulator(FabricEmulator):
