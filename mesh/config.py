@@ -7,6 +7,8 @@ __all__ = ["ConfigError", "MeshConfig"]
 MAX_COLORS = 24
 MIN_SRAM_WORDS = 256
 MAX_SRAM_WORDS = 12288
+MIN_IMEM_WORDS = 16
+MAX_IMEM_WORDS = 1 << 14   # branch targets are 14 bits
 
 
 class ConfigError(ValueError):
@@ -26,7 +28,9 @@ class MeshConfig:
     """A W x H mesh of tiles (router + core).
 
     ``buffer_depth`` is the depth of every per-color input queue, and so the number of credits a
-    sender holds per color per link. The credit loop is two cycles (see docs/ARCHITECTURE.md), so a
+    sender holds per color per link (the core's input queues have the same depth).
+    ``sram_words`` is the size of each core's data SRAM and ``imem_words`` of its instruction
+    memory, in 32-bit words. The credit loop is two cycles (see docs/ARCHITECTURE.md), so a
     depth of at least 2 is needed for a color to sustain one wavelet per cycle.
     """
     width: int = 4
@@ -34,6 +38,7 @@ class MeshConfig:
     colors: int = 8
     buffer_depth: int = 2
     sram_words: int = 4096
+    imem_words: int = 1024
 
     def __post_init__(self):
         _check_int("width", self.width, 1)
@@ -41,6 +46,7 @@ class MeshConfig:
         _check_int("colors", self.colors, 1, MAX_COLORS)
         _check_int("buffer_depth", self.buffer_depth, 1, 64)
         _check_int("sram_words", self.sram_words, MIN_SRAM_WORDS, MAX_SRAM_WORDS)
+        _check_int("imem_words", self.imem_words, MIN_IMEM_WORDS, MAX_IMEM_WORDS)
 
     @property
     def tiles(self):
