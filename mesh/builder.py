@@ -23,7 +23,9 @@ immediates are ints or names of data (their address, see :meth:`CoreBuilder.allo
 import keyword
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+import numpy as np
 
 from .config import ConfigError
 from .isa import (BINARY_VECTOR, BY_NAME, NUM_DESCRIPTORS, NUM_REGISTERS, REDUCIBLE,
@@ -148,21 +150,12 @@ class CoreBuilder:
         return len(self._code)
 
     def data(self, address, words, name=None, location=None):
-        """Put ``words`` (ints; negative ones as two's complement) into SRAM from ``address``."""
+        """Put ``words`` (ints or an integer array; negative values as two's complement) into
+        SRAM from ``address``."""
         location = location or self._here()
-        if not isinstance(address, int) or isinstance(address, bool) or address < 0:
-            raise AssemblyError(location, f"data address {address!r} is not a non-negative "
-                                          f"integer")
-        words = list(words)
-        for offset, word in enumerate(words):
-            if not isinstance(word, int) or isinstance(word, bool) \
-                    or not -(1 << 31) <= word < (1 << 32):
-                raise AssemblyError(location, f"data word {offset} ({word!r}) is not a 32-bit "
-                                              f"integer")
-            if address + offset in self._data:
-                raise AssemblyError(location, f"SRAM word {address + offset} is already "
-                                              f"initialized")
-            self._data[address + offset] = word & 0xFFFFFFFF
+        words = _words(words, location)
+        _check_segment(self._data, address, len(words), location)
+        self._data[address] = words
         if name is not None:
             self._define_symbol(name, address, location)
         self._next_free = max(self._next_free, address + len(words))
@@ -346,6 +339,35 @@ class CoreBuilder:
                          source=tuple(source), symbols=symbols)
 
 
+def _words(words, location):
+    """``words`` as a uint32 array, or an AssemblyError naming the first bad one."""
+    try:
+        array = np.asarray(words)
+    except (TypeError, ValueError):
+        array = np.asarray(list(words), dtype=object)
+    if array.ndim != 1:
+        array = array.reshape(-1) if array.dtype.kind in "iu" else array
+    if array.dtype.kind not in "iu" or (array.size and (
+            array.min() < -(1 << 31) or array.max() >= (1 << 32))):
+        for offset, word in enumerate(array.tolist()):
+            if not isinstance(word, int) or isinstance(word, bool) \
+                    or not -(1 << 31) <= word < (1 << 32):
+                raise AssemblyError(location, f"data word {offset} ({word!r}) is not a 32-bit "
+                                              f"integer")
+    return (array.astype(np.int64) & 0xFFFFFFFF).astype(np.uint32)
+
+
+def _check_segment(segments, address, length, location):
+    """Refuse a segment at a bad address or overlapping one already in ``segments``."""
+    if not isinstance(address, (int, np.integer)) or isinstance(address, bool) or address < 0:
+        raise AssemblyError(location, f"data address {address!r} is not a non-negative integer")
+    for start, words in segments.items():
+        if start < address + length and address < start + len(words):
+            raise AssemblyError(location, f"SRAM words {max(start, address)}.."
+                                          f"{min(start + len(words), address + length) - 1} "
+                                          f"are already initialized")
+
+
 def _is_register(value):
     return isinstance(value, str) and value.strip().lower().startswith("r")
 
@@ -377,6 +399,7 @@ class MeshBuilder:
         self.name = name
         self.routes = RouteTable(config)
         self._placed = {}
+        self._tile_data = {}
 
     def place(self, core, tiles):
         """Run ``core`` (a :class:`CoreBuilder`) on each tile of ``tiles`` ((x, y) pairs)."""
@@ -389,6 +412,17 @@ class MeshBuilder:
                                   f"{self._placed[(x, y)].name!r}")
             self._placed[(x, y)] = core
         return core
+
+    def data(self, x, y, address, words):
+        """Tile-specific SRAM contents on top of the program placed on (x, y): the same code
+        can run on many tiles, each with its own data. Returns ``address``."""
+        self.config.check_tile(x, y)
+        location = Location(f"{self.name}: tile ({x},{y})")
+        segments = self._tile_data.setdefault((x, y), {})
+        words = _words(words, location)
+        _check_segment(segments, address, len(words), location)
+        segments[address] = words
+        return address
 
     def core(self, x, y, name=None):
         """A new :class:`CoreBuilder` placed on tile (x, y)."""
@@ -404,4 +438,12 @@ class MeshBuilder:
             if id(core) not in cache:
                 cache[id(core)] = core.image()
             images[tile] = cache[id(core)]
+        for tile, segments in self._tile_data.items():
+            if tile not in images:
+                raise ConfigError(f"{self.name}: tile {tile} has data but no program")
+            image = images[tile]
+            for address, words in segments.items():
+                _check_segment(image.sram, address, len(words),
+                               Location(f"{self.name}: tile {tile}"))
+            images[tile] = replace(image, sram={**image.sram, **segments})
         return MeshProgram(self.config, images, self.routes, name=self.name)

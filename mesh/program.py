@@ -23,8 +23,8 @@ class CoreImage:
     """What one core starts with.
 
     ``instructions``: instruction words from address 0 (the rest of the instruction memory is
-    zero, an illegal instruction). ``sram``: initial SRAM words as {address: word} (the rest is
-    zero). ``source``: optional, per instruction, where it came from (``"file:line"``), for
+    zero, an illegal instruction). ``sram``: initial SRAM contents as segments
+    {start address: words} (a sequence or uint32 array; the rest is zero). ``source``: optional, per instruction, where it came from (``"file:line"``), for
     trap reports. ``symbols``: optional {name: address} of labels and data, for reports.
     """
     instructions: tuple
@@ -40,14 +40,21 @@ class CoreImage:
             if not isinstance(word, (int, np.integer)) or not 0 <= word < _WORD_LIMIT:
                 raise ProgramError(f"{where}: instruction {address} is {word!r}, not a 32-bit "
                                    f"word")
-        for address, word in self.sram.items():
-            if not isinstance(address, (int, np.integer)) \
-                    or not 0 <= address < config.sram_words:
-                raise ProgramError(f"{where}: SRAM address {address!r} is outside 0.."
-                                   f"{config.sram_words - 1}")
-            if not isinstance(word, (int, np.integer)) or not 0 <= word < _WORD_LIMIT:
-                raise ProgramError(f"{where}: SRAM word at {address} is {word!r}, not a 32-bit "
-                                   f"unsigned word")
+        used = np.zeros(config.sram_words, dtype=bool)
+        for start, words in self.sram.items():
+            words = np.asarray(words)
+            end = start + len(words) if isinstance(start, (int, np.integer)) else None
+            if end is None or start < 0 or end > config.sram_words:
+                raise ProgramError(f"{where}: SRAM segment of {len(words)} word(s) at "
+                                   f"{start!r} is outside 0..{config.sram_words - 1}")
+            if words.size and (words.dtype.kind not in "iu" or words.min() < 0
+                               or words.max() >= _WORD_LIMIT):
+                raise ProgramError(f"{where}: the SRAM segment at {start} holds values that "
+                                   f"are not 32-bit unsigned words")
+            if used[start:end].any():
+                raise ProgramError(f"{where}: SRAM segments overlap at address "
+                                   f"{start + int(np.argmax(used[start:end]))}")
+            used[start:end] = True
         if self.source and len(self.source) != len(self.instructions):
             raise ProgramError(f"{where}: {len(self.source)} source locations for "
                                f"{len(self.instructions)} instructions")
@@ -105,9 +112,8 @@ class MeshProgram:
         """Initial SRAMs as a (tiles, sram_words) uint32 array."""
         out = np.zeros((self.config.tiles, self.config.sram_words), dtype=np.uint32)
         for tile, image in enumerate(self.images):
-            if image.sram:
-                addresses = np.fromiter(image.sram.keys(), dtype=np.intp)
-                out[tile, addresses] = np.fromiter(image.sram.values(), dtype=np.uint64)
+            for start, words in image.sram.items():
+                out[tile, start:start + len(words)] = words
         return out
 
     def where(self, tile, pc):
