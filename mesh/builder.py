@@ -94,13 +94,14 @@ def parse_descriptor(value, what="descriptor"):
 
 
 def _parse_indexed(value, prefix, count, what):
+    given = value
     if isinstance(value, str):
         text = value.strip().lower()
         if not (text.startswith(prefix) and text[1:].isdigit()):
-            raise ValueError(f"{what} must be {prefix}0..{prefix}{count - 1}, not {value!r}")
+            raise ValueError(f"{what} must be {prefix}0..{prefix}{count - 1}, not {given!r}")
         value = int(text[1:])
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < count:
-        raise ValueError(f"{what} must be {prefix}0..{prefix}{count - 1}, not {value!r}")
+        raise ValueError(f"{what} must be {prefix}0..{prefix}{count - 1}, not {given!r}")
     return value
 
 

@@ -494,15 +494,25 @@ _OPERATION_OF.update({f"v{name}": name for name in _OPERATIONS if f"v{name}" in 
 
 
 def alu(name, a, b):
-    """The result of scalar ALU instruction or vector element operation ``name`` on uint32
-    inputs (immediate forms take the extended immediate as ``b``; unary ones ignore ``b``).
+    """The result of scalar ALU instruction or vector element operation ``name`` on 32-bit
+    inputs (uint32 words or signed integers, taken as two's complement words; immediate forms
+    take the extended immediate as ``b``; unary ones ignore ``b``).
     vreq, vpack and vlut are not element-wise in this sense: see :func:`requantize`,
     :func:`pack4` and :func:`lookup_index`."""
     try:
         operation = _OPERATIONS[_OPERATION_OF[name]]
     except KeyError:
         raise ValueError(f"alu: no element semantics for {name!r}") from None
-    return operation(np.asarray(a, dtype=np.uint32), np.asarray(b, dtype=np.uint32))
+    return operation(_word(a), _word(b))
+
+
+def _word(value):
+    """``value`` (uint32 words, or signed integers such as a sign-extended immediate) as uint32
+    two's complement words."""
+    value = np.asarray(value)
+    if value.dtype == np.uint32:
+        return value
+    return (value.astype(np.int64) & 0xFFFFFFFF).astype(np.uint32)
 
 
 def lanes_op(name, a, b):
@@ -547,3 +557,179 @@ def pack4(a0, a1, a2, a3):
 def lookup_index(a, table_length):
     """vlut's table index: clamp(a as signed, 0, table_length - 1)."""
     return np.clip(_s32(a), 0, np.asarray(table_length, dtype=np.int64) - 1)
+
+
+# docs/ISA.md ------------------------------------------------------------------------------------
+# The reference page is generated from the definitions above (tests/test_isa.py checks that the
+# committed file is current): ``python -m mesh.isa`` rewrites it.
+
+KIND_TEXT = {
+    Kind.MEM: "a memory vector: element i is sram[base + i * stride], for i < length",
+    Kind.FIN: "a fabric input stream: `length` wavelets taken from the core's input queue of "
+              "`color`",
+    Kind.FOUT: "a fabric output stream: `length` wavelets sent to the router on `color`",
+}
+
+TRAP_WHEN = {
+    TrapCause.ILLEGAL: "a reserved opcode; a descriptor field (dd, da, db) above 7; a `tid` "
+                       "selector above 3; `red` set on `vpack` or `vlut`",
+    TrapCause.PC_RANGE: "`pc` >= `imem_words`",
+    TrapCause.SRAM_RANGE: "a `ld`/`st` address outside the SRAM; a memory vector whose first or "
+                          "last element is outside it; a `vlut` table whose last word is "
+                          "outside it",
+    TrapCause.NO_ROUTE: "a `recv` or fabric input on a color >= `colors` or whose route at this "
+                        "tile does not deliver to RAMP; a `send` or fabric output on a color "
+                        ">= `colors` or whose route does not accept RAMP",
+    TrapCause.OPERAND: "a FOUT source; a FIN destination (not reducing); a `vlut` table that is "
+                       "not MEM or is empty; an operand or destination whose length differs "
+                       "from da.length (n / 4 for the `vpack` destination); two FIN sources "
+                       "on the same color",
+}
+
+ISA_MD_PATH = "docs/ISA.md"
+
+
+def _cell(text):
+    return str(text).replace("|", "\\|")
+
+
+def _table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _layout(fmt):
+    """The bit layout of a format, most significant field first, unused bits shown as 0."""
+    used = sorted((FIELDS[name] for name in ("op",) + fmt.fields), key=lambda f: -f.msb)
+    parts, bit = [], WORD_BITS - 1
+    for field in used:
+        if field.msb < bit:
+            parts.append(f"0[{bit}:{field.msb + 1}]")
+        span = f"{field.msb}:{field.lsb}" if field.width > 1 else f"{field.lsb}"
+        parts.append(f"{field.name}[{span}]")
+        bit = field.lsb - 1
+    if bit >= 0:
+        parts.append(f"0[{bit}:0]" if bit else "0[0]")
+    return " ".join(parts)
+
+
+def isa_markdown():
+    """The text of docs/ISA.md: the instruction set as tables, generated from this module."""
+    from .asm import REFERENCE_MARKDOWN   # the assembler's own reference (imported late: it
+    #                                       imports this module)
+    out = []
+    add = out.append
+    add("# Instruction set\n")
+    add("<!-- Generated from mesh/isa.py by `python -m mesh.isa`; do not edit by hand. -->\n")
+    add(f"Each tile's core (docs/ARCHITECTURE.md section 9) has {NUM_REGISTERS} registers "
+        f"`r0`..`r{NUM_REGISTERS - 1}` of {WORD_BITS} bits (`r0` reads as zero; writes to it "
+        f"are ignored), {NUM_DESCRIPTORS} descriptors `d0`..`d{NUM_DESCRIPTORS - 1}`, an "
+        f"instruction memory of `imem_words` words and a data SRAM of `sram_words` words. "
+        f"Arithmetic is integer only; values are {WORD_BITS}-bit words, signed (two's "
+        f"complement) where the semantics say so. The cycle counts below use the terms of "
+        f"section 9 (issue, stall cycles, the vector stages R, M, X).\n")
+
+    add("## Instruction word\n")
+    add(f"Every instruction is one {WORD_BITS}-bit word. The opcode is bits "
+        f"[{FIELDS['op'].msb}:{FIELDS['op'].lsb}]; the other fields depend on the format. "
+        f"Fields a format does not use must be zero (the assembler writes zeros). Branch "
+        f"targets are absolute instruction addresses (below {MAX_IMEM_WORDS}).\n")
+    add(_table(["field", "bits", "signed", "meaning"],
+               [[f"`{f.name}`", f"{f.msb}:{f.lsb}" if f.width > 1 else str(f.lsb),
+                 "yes" if f.signed else "no", f.doc] for f in FIELDS.values()]) + "\n")
+
+    add("## Formats\n")
+    add(_table(["format", "operands", "layout"],
+               [[f"{fmt.name}", f"`{fmt.layout}`", f"`{_layout(fmt)}`"] for fmt in Format])
+        + "\n")
+    add("`andi`, `ori`, `xori` and `lui` zero-extend `imm18`; every other instruction "
+        "sign-extends it.\n")
+
+    add("## Descriptors\n")
+    add("A descriptor names a vector operand: its kind, base address (16 bits), length "
+        "(16 bits), stride (16 bits, signed) and color (5 bits). Reset value: MEM with base, "
+        "length and stride 0. The descriptor set-up instructions write one field each.\n")
+    add(_table(["kind", "value", "meaning"],
+               [[f"`{kind.name}`", kind.value, KIND_TEXT[kind]] for kind in Kind]) + "\n")
+
+    add("## Instructions\n")
+    add("Operands: `rd` the result register; `ra`, `rb` source registers; `rs` a register "
+        "whose value is stored, sent or used as a scalar; `imm` the immediate; `target` a "
+        "label or instruction address; `d`, `dd`, `da`, `db` descriptors; `a[i]`, `b[i]` the "
+        "elements of the vector operands.\n")
+    for group in Group:
+        ops = [op for op in OPCODES if op.group is group]
+        add(f"### {group.value}\n")
+        add(_table(["mnemonic", "opcode", "format", "operands", "semantics", "cycles"],
+                   [[f"`{op.name}`", f"0x{op.code:02X}", op.format.name,
+                     f"`{op.syntax}`" if op.syntax else "", op.semantics, op.cycles]
+                    for op in ops]) + "\n")
+        if group is Group.CONTROL:
+            add("`tid` selectors: " + ", ".join(f"{i} = {name}" for i, name
+                                              in enumerate(TID_SELECTORS)) + ".\n")
+
+    add("## Vector suffixes and operands\n")
+    reducible = ", ".join(f"`{name}`" for name in sorted(REDUCIBLE, key=lambda n: BY_NAME[n].code))
+    binary = ", ".join(f"`{name}`" for name in sorted(BINARY_VECTOR, key=lambda n: BY_NAME[n].code))
+    add(f"* **Scalar operand.** In {binary}, operand `db|rs` is either a descriptor (`vadd d2, "
+        f"d0, d1`) or a register, the same value for every element (`vadd d2, d0, r3`: field "
+        f"`bsc` set, the register in field `d`).\n"
+        f"* **Reduction.** `.sum` or `.max` (field `red`, and `max` for `.max`) combines every "
+        f"element's result into register `rd` instead of writing `dd`: with add mod 2^32, "
+        f"or signed max. Allowed on {reducible}.\n"
+        f"* **Accumulate.** `.acc` (field `acc`, only with `.sum` or `.max`) starts the "
+        f"reduction from the value of `rd` instead of the identity (0 for `.sum`, -2^31 for "
+        f"`.max`): `vdot4.sum.acc r1, d0, d1` adds a dot product to r1.\n"
+        "* **Multiply-accumulates** counted per element: "
+        + ", ".join(f"`{name}` {n}" for name, n in MACS_PER_ELEMENT.items())
+        + "; per scalar instruction: "
+        + ", ".join(f"`{name}` {n}" for name, n in MACS_PER_SCALAR.items()) + ".\n"
+        "* **Lanes.** The int8 instructions see a word as four signed 8-bit lanes; lane k is "
+        "bits [8k+7:8k]. `saturate8` clamps to -128..127.\n")
+
+    add("## Traps\n")
+    add("A trap happens in the cycle the instruction would issue: the instruction has no "
+        "effect, and the core halts with `trap_cause` and `trap_pc` set (the run stops at the "
+        "end of that cycle).\n")
+    add(_table(["cause", "value", "report text", "when"],
+               [[f"`{cause.name}`", cause.value, TRAP_TEXT[cause], TRAP_WHEN[cause]]
+                for cause in TrapCause if cause is not TrapCause.NONE]) + "\n")
+
+    add("## Counters\n")
+    add("Per core, 32 bits each (they wrap), in this order everywhere (RTL ports, emulator "
+        "arrays, reports):\n")
+    add(_table(["index", "counter", "counts"],
+               [[i, f"`{name}`", text] for i, (name, text) in enumerate(COUNTERS)]) + "\n")
+
+    add("## Assembly language\n")
+    add(REFERENCE_MARKDOWN)
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _main(argv=None):
+    import argparse
+    from pathlib import Path
+    parser = argparse.ArgumentParser(prog="python -m mesh.isa",
+                                     description=f"Write {ISA_MD_PATH} from mesh/isa.py.")
+    parser.add_argument("--print", action="store_true", help="print it instead")
+    parser.add_argument("--check", action="store_true",
+                        help="exit with status 1 if the file is not current")
+    args = parser.parse_args(argv)
+    from mesh.isa import isa_markdown as markdown   # the package's module, not __main__
+    text = markdown()
+    path = Path(__file__).resolve().parent.parent / ISA_MD_PATH
+    if args.print:
+        print(text, end="")
+    elif args.check:
+        current = path.exists() and path.read_text() == text
+        print(f"{path}: {'current' if current else 'out of date'}")
+        return 0 if current else 1
+    else:
+        path.write_text(text)
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
