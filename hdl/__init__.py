@@ -1,10 +1,14 @@
-"""Amaranth 0.5 RTL of the fabric: :class:`Router` and :class:`Fabric` (docs/ARCHITECTURE.md,
-sections 5 and 6)."""
+"""Amaranth 0.5 RTL of the machine: :class:`Router` and :class:`Fabric` (docs/ARCHITECTURE.md,
+sections 5 and 6), :class:`Core`, :class:`Tile` and :class:`Mesh` (sections 9 and 10)."""
 
 from .link import LinkSignature, RouteWriteSignature
 from .router import InputQueues, RoundRobinArbiter, Router
 from .fabric import Fabric
 from .build import verilog
+from .core import Core, LoadSignature, LoadTarget, PeekSignature
+from .tile import Tile
+from .mesh import Mesh, mesh_verilog
 
 __all__ = ["LinkSignature", "RouteWriteSignature", "Router", "InputQueues", "RoundRobinArbiter",
-           "Fabric", "verilog"]
+           "Fabric", "verilog", "Core", "LoadSignature", "LoadTarget", "PeekSignature", "Tile",
+           "Mesh", "mesh_verilog"]
