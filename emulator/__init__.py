@@ -1,12 +1,15 @@
-"""Cycle-exact numpy emulator of the mesh fabric (docs/ARCHITECTURE.md, section 7), and the
-external agents that drive it."""
+"""Cycle-exact numpy emulator of the mesh (docs/ARCHITECTURE.md, sections 7, 9 and 10): the
+fabric, the external agents that drive it, and the cores."""
 
 from .fabric import FabricEmulator, ProtocolError, StepResult
 from .agents import TrafficSink, TrafficSource
 from .run import CycleLimitExceeded, NoProgress, run
+from .core import CoreArray
+from .mesh import MeshCycleLimitExceeded, MeshEmulator, MeshNoProgress, MeshStep
 
 __all__ = [
     "FabricEmulator", "StepResult", "ProtocolError",
     "TrafficSource", "TrafficSink",
     "run", "NoProgress", "CycleLimitExceeded",
+    "CoreArray", "MeshEmulator", "MeshStep", "MeshNoProgress", "MeshCycleLimitExceeded",
 ]

@@ -1,0 +1,282 @@
+"""Random valid mesh programs for the lockstep tests (a pure function of a seed).
+
+A program is valid when it never traps and always finishes. Every address, length and color is
+chosen in range, and fabric traffic is organised so that it cannot deadlock:
+
+* Streams (a producer core sending ``length`` wavelets along a route to a consumer core) are
+  grouped into **phases**. Each core runs its phases in order, and in one phase a core is the
+  producer or the consumer of at most one stream. By induction over phases every stream's two
+  ends eventually run it, and a consumer always drains its stream, so every stream completes
+  however long it is and however the two ends are implemented.
+* Each stream has its own color, so routes never conflict.
+
+Between phases each core runs random straight-line code, loops, forward branches, calls and
+vector instructions over memory. Each end of a stream is, at random, one vector instruction
+(``vmov``/``vadd``/``vmul``/``.sum`` reductions on a fabric descriptor) or a scalar loop of
+``ld``/``send`` or ``recv``/``st``.
+"""
+
+import random
+from dataclasses import dataclass
+
+from mesh import MeshConfig, Port, isa
+from mesh.builder import CoreBuilder, MeshBuilder
+
+# Registers: r1..r10 are free for random code; r11 return address; r12 loop counter;
+# r13..r15 stream loops (address, count, value).
+FREE = range(1, 11)
+LINK, LOOP, STREAM_ADDRESS, STREAM_COUNT, STREAM_VALUE = 11, 12, 13, 14, 15
+DATA_WORDS = 64            # random initial data at 0..63
+SCRATCH = (64, 200)        # where random code writes
+STREAM_AREA = 200          # where stream ends read and write (up to 256)
+
+R_OPS = ["add", "sub", "mul", "mulh", "and", "or", "xor", "sll", "srl", "sra", "slt", "sltu",
+         "min", "max"]
+I_OPS = ["addi", "andi", "ori", "xori", "slli", "srli", "srai", "slti"]
+VECTOR_BINARY = sorted(isa.BINARY_VECTOR)
+BRANCHES = ["beq", "bne", "blt", "bge"]
+
+
+@dataclass
+class ProgramCase:
+    seed: int
+    program: object
+    streams: list
+
+    def describe(self):
+        cfg = self.program.config
+        lines = [f"seed {self.seed}: {cfg}"]
+        lines += [f"  stream color {c}: {src} -> {dst}, {n} wavelets, phase {p}"
+                  for p, c, src, dst, n in self.streams]
+        return "\n".join(lines)
+
+
+def random_program(seed, config):
+    rng = random.Random(seed)
+    mb = MeshBuilder(config, f"fuzz{seed}")
+    tiles = mb.all_tiles()
+    cores = {t: mb.core(*t, f"fuzz{seed}@{t}") for t in tiles}
+    for x, y in tiles:
+        mb.data(x, y, 0, [rng.getrandbits(32) for _ in range(DATA_WORDS)])
+
+    streams = _plan_streams(rng, config, mb)
+    by_phase = {}
+    for stream in streams:
+        by_phase.setdefault(stream[0], []).append(stream)
+    phases = max(by_phase, default=-1) + 1
+    labels = iter(range(1 << 30))
+
+    for tile, core in cores.items():
+        _random_code(rng, core, config, labels)
+        # At least three sections of random code, streams or not.
+        for phase in range(max(phases, 3)):
+            for _, color, src, dst, length in by_phase.get(phase, []):
+                if tile == src:
+                    _produce(rng, core, color, length, labels)
+                elif tile == dst:
+                    _consume(rng, core, color, length, labels)
+            _random_code(rng, core, config, labels)
+        core.halt()
+    return ProgramCase(seed, mb.build(), streams)
+
+
+def _plan_streams(rng, config, mb):
+    """Streams as (phase, color, source tile, destination tile, length), routes set in ``mb``."""
+    if config.tiles < 2:
+        return []
+    streams = []
+    color = 0
+    phase = 0
+    while color < config.colors and rng.random() < 0.85:
+        busy = set()
+        for _ in range(rng.randint(1, max(1, config.tiles // 2))):
+            if color >= config.colors:
+                break
+            free = [t for t in mb.all_tiles() if t not in busy]
+            if len(free) < 2:
+                break
+            src, dst = rng.sample(free, 2)
+            busy.update((src, dst))
+            mb.routes.chain(color, _xy_path(rng, src, dst))
+            streams.append((phase, color, src, dst, rng.choice([1, 2, 3, 5, 8, 13, 24])))
+            color += 1
+        phase += 1
+    return streams
+
+
+def _xy_path(rng, src, dst):
+    """A shortest path from src to dst, x first or y first."""
+    (x, y), (tx, ty) = src, dst
+    path = [(x, y)]
+    order = ["x", "y"] if rng.random() < 0.5 else ["y", "x"]
+    for axis in order:
+        while (x if axis == "x" else y) != (tx if axis == "x" else ty):
+            if axis == "x":
+                x += 1 if tx > x else -1
+            else:
+                y += 1 if ty > y else -1
+            path.append((x, y))
+    return path
+
+
+def _produce(rng, core, color, length, labels):
+    base = STREAM_AREA + rng.randrange(0, 56 - length + 1)
+    if rng.random() < 0.6:
+        core.mem_vector(0, base, length)
+        core.fabric_out(2, color, length)
+        op = rng.choice(["vmov", "vadd", "vmul", "vxor"])
+        if op == "vmov":
+            core.vmov(2, 0)
+        else:
+            core.emit(op, 2, 0, f"r{rng.choice(list(FREE))}")
+    else:
+        top = f"send{next(labels)}"
+        core.li(STREAM_ADDRESS, base)
+        core.li(STREAM_COUNT, length)
+        core.label(top)
+        core.ld(STREAM_VALUE, 0, STREAM_ADDRESS)
+        core.send(STREAM_VALUE, 0, color)
+        core.addi(STREAM_ADDRESS, STREAM_ADDRESS, 1)
+        core.dbnz(STREAM_COUNT, top)
+
+
+def _consume(rng, core, color, length, labels):
+    base = STREAM_AREA + rng.randrange(0, 56 - length + 1)
+    kind = rng.random()
+    if kind < 0.35:
+        core.fabric_in(0, color, length)
+        core.mem_vector(2, base, length)
+        core.vmov(2, 0)
+    elif kind < 0.55:
+        core.fabric_in(0, color, length)
+        core.mem_vector(1, rng.randrange(0, DATA_WORDS - length + 1), length)
+        core.mem_vector(2, base, length)
+        core.vadd(2, 0, 1)
+    elif kind < 0.7:
+        core.fabric_in(0, color, length)
+        core.emit("vmov", rng.choice(list(FREE)), 0, reduce=rng.choice(["sum", "max"]),
+                  acc=rng.random() < 0.5)
+    else:
+        top = f"recv{next(labels)}"
+        core.li(STREAM_ADDRESS, base)
+        core.li(STREAM_COUNT, length)
+        core.label(top)
+        core.recv(STREAM_VALUE, 0, color)
+        core.st(STREAM_VALUE, 0, STREAM_ADDRESS)
+        core.addi(STREAM_ADDRESS, STREAM_ADDRESS, 1)
+        core.dbnz(STREAM_COUNT, top)
+
+
+def _random_code(rng, core, config, labels, depth=0):
+    for _ in range(rng.randint(1, 5)):
+        kind = rng.random()
+        if kind < 0.3:
+            _alu(rng, core)
+        elif kind < 0.45:
+            _memory(rng, core)
+        elif kind < 0.7:
+            _vector(rng, core)
+        elif kind < 0.8 and depth == 0:
+            top = f"loop{next(labels)}"
+            core.li(LOOP, rng.randint(1, 3))
+            core.label(top)
+            _random_code(rng, core, config, labels, depth + 1)
+            _alu(rng, core)
+            core.dbnz(LOOP, top)
+        elif kind < 0.9:
+            skip = f"skip{next(labels)}"
+            core.emit(rng.choice(BRANCHES), _reg(rng, zero=True), _reg(rng, zero=True), skip)
+            _alu(rng, core)
+            core.label(skip)
+        else:
+            after = f"after{next(labels)}"
+            if rng.random() < 0.5:
+                core.jal(LINK, after)
+            else:
+                core.addi(LINK, 0, after)
+                core.jr(LINK)
+            _alu(rng, core)
+            core.label(after)
+
+
+def _reg(rng, zero=False):
+    return rng.choice(([0] if zero else []) + list(FREE))
+
+
+def _alu(rng, core):
+    kind = rng.random()
+    if kind < 0.45:
+        core.emit(rng.choice(R_OPS), _reg(rng), _reg(rng, True), _reg(rng, True))
+    elif kind < 0.8:
+        op = rng.choice(I_OPS)
+        zero_extend = isa.BY_NAME[op].zero_extend
+        imm = rng.randrange(0, 1 << 18) if zero_extend else rng.randrange(-(1 << 17), 1 << 17)
+        core.emit(op, _reg(rng), _reg(rng, True), imm)
+    elif kind < 0.88:
+        core.clz(_reg(rng), _reg(rng, True))
+    elif kind < 0.94:
+        core.lui(_reg(rng), rng.randrange(0, 1 << 18))
+    else:
+        core.tid(_reg(rng), rng.randrange(len(isa.TID_SELECTORS)))
+
+
+def _memory(rng, core):
+    if rng.random() < 0.5:
+        core.ld(_reg(rng), rng.randrange(0, SCRATCH[1]), 0)
+    else:
+        core.st(_reg(rng, True), rng.randrange(*SCRATCH), 0)
+
+
+def _vector(rng, core):
+    """One vector instruction over memory vectors, all in range."""
+    op = rng.choice(VECTOR_BINARY + ["vmov", "vreq", "vpack", "vlut"])
+    n = rng.choice([0, 1, 2, 3, 4, 7, 8, 12])
+    if op == "vpack":
+        n -= n % 4
+    _memory_vector(rng, core, 0, n, DATA_WORDS)
+    reduce = None
+    if op not in ("vpack", "vlut") and rng.random() < 0.3:
+        reduce = rng.choice(["sum", "max"])
+    if reduce is None:
+        _memory_vector(rng, core, 2, n // 4 if op == "vpack" else n, SCRATCH[1],
+                       low=SCRATCH[0])
+        dest = 2
+    else:
+        dest = _reg(rng)
+    if op == "vreq":
+        core.vreq(dest, 0, f"r{_reg(rng, True)}", rng.randrange(64), reduce=reduce,
+                  acc=reduce is not None and rng.random() < 0.5)
+    elif op == "vlut":
+        table = rng.randint(1, 16)
+        core.mem_vector(1, rng.randrange(0, DATA_WORDS - table + 1), table)
+        core.vlut(dest, 0, 1)
+    elif op in ("vmov", "vpack"):
+        core.emit(op, dest, 0, reduce=reduce, acc=reduce is not None and rng.random() < 0.5)
+    else:
+        if rng.random() < 0.3:
+            operand = f"r{_reg(rng, True)}"
+        else:
+            _memory_vector(rng, core, 1, n, DATA_WORDS)
+            operand = 1
+        core.emit(op, dest, 0, operand, reduce=reduce,
+                  acc=reduce is not None and rng.random() < 0.5)
+
+
+def _memory_vector(rng, core, d, n, limit, low=0):
+    """Descriptor d = a random memory vector of n elements inside [low, limit)."""
+    stride = rng.choice([1, 1, 1, 2, 3, -1, -2, 0])
+    span = abs(stride) * (n - 1) if n else 0
+    if span >= limit - low:
+        stride, span = 1, max(n - 1, 0)
+    first = rng.randrange(low, limit - span)
+    base = first + span if stride < 0 else first
+    core.mem_vector(d, base, n, stride)
+
+
+SHAPES = [(1, 1), (2, 1), (1, 2), (2, 2), (3, 2), (2, 3), (4, 4)]
+
+
+def random_config(rng):
+    width, height = rng.choice(SHAPES)
+    return MeshConfig(width=width, height=height, colors=rng.choice([2, 4, 8]),
+                      buffer_depth=rng.choice([1, 2, 3]), sram_words=256, imem_words=512)

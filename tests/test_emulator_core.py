@@ -1,0 +1,836 @@
+"""Exact-cycle tests of the core emulator (emulator/core.py, emulator/mesh.py) written by hand
+from docs/ARCHITECTURE.md sections 3, 9 and 10: every instruction class's result and timing,
+vector operands and pipeline timing, fabric transfers between cores with exact arrival cycles,
+backpressure, traps, no progress and counters.
+
+Run as a script (``.venv/bin/python tests/test_emulator_core.py [4 8 32]``) to measure the
+emulator's speed on a vector-heavy program.
+"""
+
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from emulator import (CycleLimitExceeded, MeshEmulator, MeshNoProgress, NoProgress,
+                      ProtocolError)
+from mesh import (CoreImage, MeshConfig, MeshProgram, Port, RouteTable, Trap, checkerboard_color,
+                  isa)
+from mesh.isa import TRAP_TEXT, TrapCause
+
+E = isa.encode
+ONE = MeshConfig(width=1, height=1, colors=4, sram_words=256, imem_words=64)
+COUNTER = {name: k for k, (name, _) in enumerate(isa.COUNTERS)}
+
+
+# Helpers --------------------------------------------------------------------------------------
+
+def image(words, sram=None):
+    segments = {} if sram is None else {0: np.asarray(sram, dtype=np.uint32)}
+    return CoreImage(tuple(int(w) for w in words), segments)
+
+
+def run1(words, sram=None, config=ONE, **kwargs):
+    """Run one program on a 1x1 mesh; returns (emulator, result)."""
+    emu = MeshEmulator(MeshProgram(config, {(0, 0): image(words, sram)}), trace=True)
+    return emu, emu.run(**kwargs)
+
+
+def const(r, value):
+    """Two instructions that put a 32-bit constant in register r."""
+    return [E("lui", a=r, imm18=value >> 14), E("ori", a=r, b=r, imm18=value & 0x3FFF)]
+
+
+def mem(d, base, length, stride=1):
+    """Three instructions: descriptor d = memory vector (base, length, stride)."""
+    return [E("dmem", a=d, b=0, imm18=base), E("dlen", a=d, b=0, imm18=length),
+            E("dstride", a=d, b=0, imm18=stride)]
+
+
+def stream(d, kind, color, length):
+    """Two instructions: descriptor d = FIN or FOUT stream of ``length`` on ``color``."""
+    return [E("dfin" if kind == "in" else "dfout", a=d, b=0, imm18=color),
+            E("dlen", a=d, b=0, imm18=length)]
+
+
+def counters(result, tile=0):
+    return {name: int(result.counters[tile, k]) for name, k in COUNTER.items()}
+
+
+def retire_cycles(emu, tile=0):
+    return [(cycle, pc) for cycle, t, pc in emu.retired if t == tile]
+
+
+def s32(x):
+    return int(np.uint32(x).view(np.int32))
+
+
+RNG = np.random.default_rng(2024)
+EDGE_VALUES = [(5, 3), (3, 5), (0xFFFFFFFF, 1), (0x80000000, 0xFFFFFFFF), (0x7FFFFFFF, 2),
+               (0x12345678, 0x9ABCDEF0), (0x80000000, 31), (0, 0), (1, 33), (0xFFFFFF80, 0x7F)]
+
+
+def operand_mesh(words, pairs):
+    """One tile per operand pair (a, b) in SRAM words 0 and 1, all running ``words``: every
+    tile executes the same instruction class in the same cycle on different data."""
+    config = MeshConfig(width=len(pairs), height=1, colors=4, sram_words=256, imem_words=64)
+    images = {(x, 0): image(words, [a, b]) for x, (a, b) in enumerate(pairs)}
+    emu = MeshEmulator(MeshProgram(config, images), trace=True)
+    return emu, emu.run()
+
+
+# Scalar instructions ----------------------------------------------------------------------------
+
+R_OPS = [op.name for op in isa.OPCODES if op.group is isa.Group.ALU and op.format is isa.Format.R]
+
+
+@pytest.mark.parametrize("name", R_OPS)
+def test_register_alu(name):
+    """rd = alu(ra, rb) for every R-format ALU instruction, one cycle; ld takes two."""
+    words = [E("ld", a=1, b=0, imm18=0), E("ld", a=2, b=0, imm18=1),
+             E(name, a=3, b=1, c=2) if name != "clz" else E("clz", a=3, b=1), E("halt")]
+    emu, result = operand_mesh(words, EDGE_VALUES)
+    for tile, (a, b) in enumerate(EDGE_VALUES):
+        assert result.registers[tile, 3] == isa.alu(name, np.uint32(a), np.uint32(b))
+        assert retire_cycles(emu, tile) == [(1, 0), (3, 1), (4, 2), (5, 3)]
+        macs = isa.MACS_PER_SCALAR.get(name, 0)
+        assert counters(result, tile) == dict(
+            cycles=6, instructions=4, elements=0, stall_in=0, stall_out=0, macs=macs,
+            sram_reads=2, sram_writes=0, wavelets_in=0, wavelets_out=0)
+    assert result.cycles == 6
+
+
+def test_register_alu_spot_values():
+    """A few results worked out by hand (operand order, signedness, shifts)."""
+    cases = [("sub", 3, 5, 0xFFFFFFFE), ("sra", 0x80000000, 4, 0xF8000000),
+             ("srl", 0x80000000, 4, 0x08000000), ("sll", 1, 33, 2), ("slt", 0xFFFFFFFF, 1, 1),
+             ("sltu", 0xFFFFFFFF, 1, 0), ("mulh", 0x80000000, 0x80000000, 0x40000000),
+             ("mul", 0x10001, 0x10001, 0x20001), ("min", 0xFFFFFFFF, 1, 0xFFFFFFFF),
+             ("max", 0xFFFFFFFF, 1, 1), ("clz", 1, 0, 31), ("clz", 0, 0, 32)]
+    for name, a, b, expected in cases:
+        words = [E("ld", a=1, b=0, imm18=0), E("ld", a=2, b=0, imm18=1),
+                 E(name, a=3, b=1, c=2) if name != "clz" else E("clz", a=3, b=1), E("halt")]
+        _, result = run1(words, [a, b])
+        assert result.registers[0, 3] == expected, name
+
+
+I_CASES = [("addi", -5), ("addi", 131071), ("andi", 0x3FFFF), ("andi", 0x0F0F0), ("ori", 0x2AAAA),
+           ("xori", 0x3FFFF), ("slli", 7), ("slli", 35), ("srli", 9), ("srai", 31),
+           ("slti", -1), ("slti", 100), ("lui", 0x3FFFF), ("lui", 1)]
+
+
+@pytest.mark.parametrize("name, imm", I_CASES)
+def test_immediate_alu(name, imm):
+    """rd = alu(ra, imm), imm18 sign-extended (zero-extended for andi, ori, xori, lui)."""
+    words = [E("ld", a=1, b=0, imm18=0),
+             E(name, a=3, b=1, imm18=imm) if name != "lui" else E("lui", a=3, imm18=imm),
+             E("halt")]
+    emu, result = operand_mesh(words, EDGE_VALUES)
+    extended = np.uint32(imm & 0xFFFFFFFF)
+    for tile, (a, _) in enumerate(EDGE_VALUES):
+        assert result.registers[tile, 3] == isa.alu(name, np.uint32(a), extended)
+        assert retire_cycles(emu, tile) == [(1, 0), (2, 1), (3, 2)]
+    assert result.cycles == 4
+
+
+def test_immediate_spot_values():
+    cases = [(const(1, 10) + [E("addi", a=3, b=1, imm18=-11)], 0xFFFFFFFF),
+             (const(1, 0xFFFFFFFF) + [E("andi", a=3, b=1, imm18=0x3FFFF)], 0x3FFFF),
+             ([E("lui", a=3, imm18=0x3FFFF)], 0xFFFFC000),
+             (const(1, 0x80000000) + [E("srai", a=3, b=1, imm18=4)], 0xF8000000),
+             (const(1, 0xFFFFFFFE) + [E("slti", a=3, b=1, imm18=-1)], 1),
+             (const(3, 0x12345678), 0x12345678)]
+    for words, expected in cases:
+        _, result = run1(words + [E("halt")])
+        assert result.registers[0, 3] == expected
+
+
+def test_r0_reads_zero_and_ignores_writes():
+    words = [E("addi", a=0, b=0, imm18=5), E("addi", a=1, b=0, imm18=3), E("ld", a=0, b=0, imm18=0),
+             E("add", a=2, b=0, c=1), E("halt")]
+    _, result = run1(words, [99])
+    assert result.registers[0, 0] == 0 and result.registers[0, 2] == 3
+
+
+def test_timing_halt_and_pc():
+    """Scalar instructions retire in their cycle, ld in its second; halt retires and leaves
+    pc at itself; ``cycles`` counts up to and including the halt cycle."""
+    words = [E("addi", a=1, b=0, imm18=1), E("ld", a=2, b=0, imm18=0), E("addi", a=3, b=2, imm18=1),
+             E("halt")]
+    emu, result = run1(words, [41])
+    assert retire_cycles(emu) == [(0, 0), (2, 1), (3, 2), (4, 3)]
+    assert result.cycles == 5 and result.registers[0, 3] == 42
+    assert result.pc[0] == 3 and result.halted[0] and result.trap_cause[0] == 0
+    assert counters(result)["cycles"] == 5 and counters(result)["instructions"] == 4
+
+
+def test_store_then_load():
+    """A store in cycle t is seen by a load issued in t + 1."""
+    words = [E("addi", a=1, b=0, imm18=77), E("st", a=1, b=0, imm18=5), E("ld", a=2, b=0, imm18=5),
+             E("addi", a=4, b=0, imm18=-1), E("st", a=1, b=4, imm18=10), E("halt")]
+    emu, result = run1(words)
+    assert result.registers[0, 2] == 77 and result.sram[0, 5] == 77 and result.sram[0, 9] == 77
+    assert retire_cycles(emu) == [(0, 0), (1, 1), (3, 2), (4, 3), (5, 4), (6, 5)]
+    c = counters(result)
+    assert (c["sram_reads"], c["sram_writes"]) == (1, 2)
+
+
+BRANCHES = [("beq", 4, 4, True), ("beq", 4, 5, False), ("bne", 4, 5, True), ("bne", 4, 4, False),
+            ("blt", 0xFFFFFFFF, 1, True), ("blt", 1, 0xFFFFFFFF, False), ("blt", 3, 3, False),
+            ("bge", 0xFFFFFFFF, 1, False), ("bge", 3, 3, True), ("bge", 1, 0xFFFFFFFF, True)]
+
+
+@pytest.mark.parametrize("name, a, b, taken", BRANCHES)
+def test_branches(name, a, b, taken):
+    words = [E("ld", a=1, b=0, imm18=0), E("ld", a=2, b=0, imm18=1), E(name, a=1, b=2, imm14=5),
+             E("addi", a=3, b=0, imm18=1), E("halt"), E("addi", a=3, b=0, imm18=2), E("halt")]
+    emu, result = run1(words, [a, b])
+    assert result.registers[0, 3] == (2 if taken else 1)
+    target = 5 if taken else 3
+    assert retire_cycles(emu) == [(1, 0), (3, 1), (4, 2), (5, target), (6, target + 1)]
+    assert result.cycles == 7 and result.pc[0] == target + 1
+
+
+def test_dbnz_loop():
+    """dbnz decrements, then branches while the new value is non-zero: the loop body runs 3
+    times; two cycles per iteration."""
+    words = [E("addi", a=1, b=0, imm18=3), E("addi", a=2, b=2, imm18=1), E("dbnz", a=1, imm14=1),
+             E("halt")]
+    emu, result = run1(words)
+    assert result.registers[0, 2] == 3 and result.registers[0, 1] == 0
+    assert [pc for _, pc in retire_cycles(emu)] == [0, 1, 2, 1, 2, 1, 2, 3]
+    assert result.cycles == 8
+
+
+def test_jal_and_jr():
+    words = [E("jal", a=5, imm14=3), E("addi", a=2, b=0, imm18=7), E("halt"),
+             E("addi", a=1, b=0, imm18=9), E("jr", b=5)]
+    emu, result = run1(words)
+    assert retire_cycles(emu) == [(0, 0), (1, 3), (2, 4), (3, 1), (4, 2)]
+    assert list(result.registers[0, [1, 2, 5]]) == [9, 7, 1]
+
+
+def test_tid():
+    config = MeshConfig(width=3, height=2, colors=4, sram_words=256, imem_words=64)
+    words = [E("tid", a=1, imm18=0), E("tid", a=2, imm18=1), E("tid", a=3, imm18=2),
+             E("tid", a=4, imm18=3), E("halt")]
+    images = {(x, y): image(words) for x in range(3) for y in range(2)}
+    result = MeshEmulator(MeshProgram(config, images)).run()
+    for tile in range(6):
+        assert list(result.registers[tile, 1:5]) == [tile % 3, tile // 3, 3, 2]
+
+
+def test_descriptor_setup():
+    words = [E("addi", a=1, b=0, imm18=0xFFFF), E("dmem", a=2, b=1, imm18=3),
+             E("dlen", a=2, b=1, imm18=2), E("dstride", a=2, b=0, imm18=-3),
+             E("dadv", a=2, b=1, imm18=5), E("dfin", a=3, b=0, imm18=33),
+             E("dfout", a=4, b=1, imm18=1), E("dstride", a=5, b=1, imm18=0x8001), E("halt")]
+    emu, _ = run1(words)
+    c = emu.cores
+    assert (c.desc_kind[0, 2], c.desc_base[0, 2], c.desc_length[0, 2], c.desc_stride[0, 2]) \
+        == (isa.Kind.MEM, (0xFFFF + 3 + 0xFFFF + 5) & 0xFFFF, 1, -3)
+    assert (c.desc_kind[0, 3], c.desc_color[0, 3]) == (isa.Kind.FIN, 1)
+    assert (c.desc_kind[0, 4], c.desc_color[0, 4]) == (isa.Kind.FOUT, 0)
+    assert c.desc_stride[0, 5] == (0xFFFF + 0x8001 & 0xFFFF) - 0x10000
+    assert (c.desc_kind[0, 0], c.desc_base[0, 0], c.desc_length[0, 0]) == (isa.Kind.MEM, 0, 0)
+
+
+# Vector instructions ----------------------------------------------------------------------------
+
+def vector_run(op_word, a, b=None, setup=(), n=None, dd=(100, 1), da=(0, 1), db=(32, 2),
+               table=None):
+    """Memory vector da (base, stride) holding ``a``, db holding ``b``, destination dd; returns
+    (emulator, result, t0), t0 the vector instruction's issue cycle."""
+    n = len(a) if n is None else n
+    sram = np.zeros(256, dtype=np.uint32)
+    sram[da[0] + np.arange(n) * da[1]] = a
+    if b is not None:
+        sram[db[0] + np.arange(len(b)) * db[1]] = b
+    if table is not None:
+        sram[db[0]:db[0] + len(table)] = table
+    words = list(setup) + mem(0, da[0], n, da[1])
+    words += mem(1, db[0], len(table) if table is not None else n, db[1])
+    words += mem(2, dd[0], n if dd[2:] == () else dd[2], dd[1])
+    t0 = len(words)
+    emu, result = run1(words + [op_word, E("halt")], sram)
+    return emu, result, t0
+
+
+def values(n, low=0, high=1 << 32):
+    return RNG.integers(low, high, n, dtype=np.uint64).astype(np.uint32)
+
+
+@pytest.mark.parametrize("name", sorted(isa.BINARY_VECTOR))
+def test_vector_binary(name):
+    """dd[i] = op(a[i], b[i]) for memory operands with strides 1 (da), 2 (db) and -1 (dd);
+    n + 2 cycles."""
+    n = 9
+    a, b = values(n), values(n)
+    emu, result, t0 = vector_run(E(name, a=2, b=0, c=1), a, b, dd=(120, -1))
+    assert np.array_equal(result.sram[0, 120 - np.arange(n)], isa.alu(name, a, b))
+    assert retire_cycles(emu)[-2:] == [(t0 + n + 1, t0), (t0 + n + 2, t0 + 1)]
+    c = counters(result)
+    assert (c["elements"], c["sram_writes"]) == (n, n)
+    assert c["sram_reads"] == 2 * n
+    assert c["macs"] == n * isa.MACS_PER_ELEMENT.get(name, 0)
+    assert c["cycles"] == t0 + n + 3 and c["instructions"] == t0 + 2
+
+
+def test_vmov_negative_source_stride():
+    """da base 40, stride -3: elements at 40, 37, ..., 19."""
+    n = 8
+    a = values(n)
+    _, result, _ = vector_run(E("vmov", a=2, b=0), a, da=(40, -3), dd=(100, 1))
+    assert np.array_equal(result.sram[0, 100:100 + n], a)
+
+
+def test_vector_scalar_operand():
+    """bsc: operand b is rs, read at issue, for every element."""
+    n = 6
+    a = values(n)
+    setup = const(7, 0x01020304)
+    emu, result, t0 = vector_run(E("vsub", a=2, b=0, d=7, bsc=1), a, setup=setup)
+    assert np.array_equal(result.sram[0, 100:100 + n], isa.alu("vsub", a, np.uint32(0x01020304)))
+    assert counters(result)["sram_reads"] == n
+
+
+@pytest.mark.parametrize("name", ["vadd", "vdot4", "vmul", "vmax8", "vsub"])
+@pytest.mark.parametrize("use_max, acc", [(0, 0), (1, 0), (0, 1), (1, 1)])
+def test_reductions(name, use_max, acc):
+    """.sum / .max (signed) of the element results into rd, starting at the identity or at rd
+    (.acc); rd is written when the instruction retires."""
+    n = 7
+    a, b = values(n), values(n)
+    setup = const(5, 0x80000005)
+    emu, result, t0 = vector_run(E(name, a=5, b=0, c=1, red=1, max=use_max, acc=acc), a, b,
+                                 setup=setup)
+    elements = isa.alu(name, a, b)
+    start = 0x80000005 if acc else (0x80000000 if use_max else 0)
+    if use_max:
+        expected = max([s32(start)] + [s32(v) for v in elements]) & 0xFFFFFFFF
+    else:
+        expected = (start + int(elements.astype(np.uint64).sum())) & 0xFFFFFFFF
+    assert result.registers[0, 5] == expected
+    assert retire_cycles(emu)[-2][0] == t0 + n + 1
+    assert not result.sram[0, 100:100 + n].any()          # nothing written
+    assert counters(result)["sram_writes"] == 0
+
+
+def test_reduction_with_bsc_and_empty():
+    n = 5
+    a = values(n)
+    words = const(6, 3) + mem(0, 0, n) + [E("vmul", a=4, b=0, d=6, bsc=1, red=1), E("halt")]
+    _, result = run1(words, a)
+    assert result.registers[0, 4] == (3 * int(a.astype(np.uint64).sum())) & 0xFFFFFFFF
+    # n = 0: retires in its issue cycle; .max starts at -2^31, .acc keeps rd.
+    words = const(4, 17) + [E("vadd", a=3, b=0, c=1, red=1, max=1),
+                            E("vadd", a=4, b=0, c=1, red=1, acc=1), E("halt")]
+    emu, result = run1(words)
+    assert result.registers[0, 3] == 0x80000000 and result.registers[0, 4] == 17
+    assert retire_cycles(emu) == [(0, 0), (1, 1), (2, 2), (3, 3), (4, 4)]
+
+
+def test_vreq():
+    n = 12
+    a = np.concatenate([values(6), values(6, 0, 2000)]).astype(np.uint32)
+    for multiplier, shift in [(3, 0), (0x7FFF, 15), (0xFFFFFFF9, 3), (1 << 20, 40), (5, 63)]:
+        setup = const(9, multiplier)
+        _, result, _ = vector_run(E("vreq", a=2, b=0, d=9, imm6=shift), a, setup=setup)
+        assert np.array_equal(result.sram[0, 100:100 + n],
+                              isa.requantize(a, np.uint32(multiplier), shift))
+        assert counters(result)["macs"] == n
+
+
+def test_vpack():
+    """dd[j] = pack4(a[4j..4j+3]); dd.length = n / 4; a word is written at i mod 4 = 3."""
+    n = 12
+    a = values(n)
+    emu, result, t0 = vector_run(E("vpack", a=2, b=0), a, dd=(100, 2, n // 4))
+    expected = isa.pack4(a[0::4], a[1::4], a[2::4], a[3::4])
+    assert np.array_equal(result.sram[0, 100:100 + 2 * (n // 4):2], expected)
+    assert retire_cycles(emu)[-2][0] == t0 + n + 1
+    c = counters(result)
+    assert (c["elements"], c["sram_writes"], c["sram_reads"]) == (n, n // 4, n)
+
+
+def test_vlut():
+    """dd[i] = table[clamp(a[i], 0, len - 1)]; the table read happens as the element moves
+    from M to X."""
+    table = values(10)
+    a = np.array([0, 9, 10, 0xFFFFFFFF, 5, 0x80000000, 0x7FFFFFFF, 3], dtype=np.uint32)
+    emu, result, t0 = vector_run(E("vlut", a=2, b=0, c=1), a, table=table, db=(200, 1))
+    index = np.clip(a.view(np.int32), 0, 9)
+    assert np.array_equal(result.sram[0, 100:100 + len(a)], table[index])
+    assert retire_cycles(emu)[-2][0] == t0 + len(a) + 1
+    assert counters(result)["sram_reads"] == 2 * len(a)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 5])
+def test_vector_timing(n):
+    """n + 2 cycles (1 when n = 0); the next instruction issues the cycle after."""
+    a = values(max(n, 1))[:n]
+    emu, result, t0 = vector_run(E("vadd", a=2, b=0, c=1), a, a)
+    end = t0 if n == 0 else t0 + n + 1
+    assert retire_cycles(emu)[-2:] == [(end, t0), (end + 1, t0 + 1)]
+    assert result.cycles == end + 2
+
+
+@pytest.mark.parametrize("offset", [1, 2, 3, 4])
+def test_vector_read_after_write(offset):
+    """Memory timing: a read sees the SRAM at the start of its cycle. dd = da + offset: element
+    i reads address i in t0 + i; element i - offset wrote it in t0 + i - offset + 2, which is
+    seen only when that is before t0 + i, i.e. offset >= 3."""
+    n = 10
+    a = values(n, 0, 1000)
+    words = mem(0, 0, n) + mem(1, offset, n) + const(3, 1) + [
+        E("vadd", a=1, b=0, d=3, bsc=1), E("halt")]
+    _, result = run1(words, a)
+    expected = np.zeros(n + offset, dtype=np.int64)
+    expected[:n] = a
+    for i in range(n):
+        read = expected[i] if offset >= 3 else a[i]
+        expected[i + offset] = read + 1
+    assert np.array_equal(result.sram[0, :n + offset], expected)
+
+
+# Fabric ---------------------------------------------------------------------------------------
+
+PAIR = MeshConfig(width=2, height=1, colors=4, sram_words=256, imem_words=64)
+
+
+def pair_program(words0, words1, sram0=None, sram1=None, color=0, back=None):
+    """Tile (0,0) sends to (1,0) on ``color``; with ``back``, (1,0) to (0,0) on that color."""
+    routes = RouteTable(PAIR).chain(color, [(0, 0), (1, 0)])
+    if back is not None:
+        routes.chain(back, [(1, 0), (0, 0)])
+    return MeshProgram(PAIR, {(0, 0): image(words0, sram0), (1, 0): image(words1, sram1)},
+                       routes)
+
+
+def test_send_recv_one_wavelet():
+    """send in cycle 1 -> router (0,0) sends E in 2 -> router (1,0) sends RAMP in 3 -> the
+    recv takes it in 4 (waiting from cycle 0: 4 stall_in cycles)."""
+    emu = MeshEmulator(pair_program([E("addi", a=1, b=0, imm18=42), E("send", a=1, b=0, imm18=0),
+                                     E("halt")],
+                                    [E("recv", a=2, b=0, imm18=0), E("halt")]), trace=True)
+    result = emu.run()
+    assert result.registers[1, 2] == 42
+    assert emu.core_sends == [(1, 0, 0, 42)]
+    assert [(c, t, p, col, d) for c, t, p, col, d in emu.wavelets] == [
+        (2, 0, Port.E, 0, 42), (3, 1, Port.RAMP, 0, 42)]
+    assert retire_cycles(emu, 1) == [(4, 0), (5, 1)]
+    assert result.cycles == 6
+    assert counters(result, 1)["stall_in"] == 4 and counters(result, 1)["wavelets_in"] == 1
+    assert counters(result, 0)["wavelets_out"] == 1 and counters(result, 0)["cycles"] == 3
+
+
+def test_recv_color_from_register():
+    """recv/send color is ra + imm."""
+    emu = MeshEmulator(pair_program([E("addi", a=3, b=0, imm18=1), E("addi", a=1, b=0, imm18=7),
+                                     E("send", a=1, b=3, imm18=1), E("halt")],
+                                    [E("addi", a=3, b=0, imm18=3), E("recv", a=2, b=3, imm18=-1),
+                                     E("halt")], color=2))
+    assert emu.run().registers[1, 2] == 7
+
+
+@pytest.mark.parametrize("n", [1, 4, 16])
+def test_vector_stream_between_cores(n):
+    """vmov FOUT on (0,0) -> vmov FIN on (1,0), one element per cycle: element i leaves core
+    (0,0) in stage X at t0 + 2 + i = 7 + i, is in (1,0)'s queue at 10 + i, is read there in
+    stage R at 10 + i and written in X at 12 + i."""
+    a = values(n)
+    sender = mem(0, 0, n) + stream(1, "out", 0, n) + [E("vmov", a=1, b=0), E("halt")]
+    receiver = stream(0, "in", 0, n) + mem(1, 100, n) + [E("vmov", a=1, b=0), E("halt")]
+    emu = MeshEmulator(pair_program(sender, receiver, a), trace=True)
+    result = emu.run()
+    assert np.array_equal(result.sram[1, 100:100 + n], a)
+    assert emu.core_sends == [(7 + i, 0, 0, int(a[i])) for i in range(n)]
+    assert [(c, t, int(p)) for c, t, p, _, _ in emu.wavelets] == sorted(
+        [(8 + i, 0, Port.E) for i in range(n)] + [(9 + i, 1, Port.RAMP) for i in range(n)])
+    assert retire_cycles(emu, 0)[-2:] == [(6 + n, 5), (7 + n, 6)]
+    assert retire_cycles(emu, 1)[-2:] == [(11 + n, 5), (12 + n, 6)]
+    assert result.cycles == 13 + n
+    c0, c1 = counters(result, 0), counters(result, 1)
+    assert (c0["wavelets_out"], c0["stall_out"], c0["elements"]) == (n, 0, n)
+    assert (c1["wavelets_in"], c1["stall_in"], c1["elements"]) == (n, 5, n)
+    assert c1["sram_reads"] == 0 and c1["sram_writes"] == n
+
+
+def test_vpack_to_a_stream():
+    """vpack with a FOUT destination sends only at i mod 4 = 3: elements 3 and 7 fire in X
+    in cycles 10 and 14; the receiver's R takes them in 13 and 17 and waits (stall_in) in
+    cycles 5..12 and 14..16."""
+    a = values(8)
+    sender = mem(0, 0, 8) + stream(1, "out", 0, 2) + [E("vpack", a=1, b=0), E("halt")]
+    receiver = stream(0, "in", 0, 2) + mem(1, 100, 2) + [E("vmov", a=1, b=0), E("halt")]
+    emu = MeshEmulator(pair_program(sender, receiver, a), trace=True)
+    result = emu.run()
+    packed = isa.pack4(a[0::4], a[1::4], a[2::4], a[3::4])
+    assert emu.core_sends == [(10, 0, 0, int(packed[0])), (14, 0, 0, int(packed[1]))]
+    assert np.array_equal(result.sram[1, 100:102], packed)
+    assert retire_cycles(emu, 0)[-2:] == [(14, 5), (15, 6)]
+    assert retire_cycles(emu, 1)[-2:] == [(19, 5), (20, 6)]
+    assert result.cycles == 21
+    assert counters(result, 1)["stall_in"] == 11 and counters(result, 0)["stall_out"] == 0
+    assert counters(result, 0)["elements"] == 8 and counters(result, 0)["wavelets_out"] == 2
+
+
+def test_reduction_over_a_stream():
+    n = 10
+    a, b = values(n), values(n)
+    sender = mem(0, 0, n) + stream(1, "out", 0, n) + [E("vmov", a=1, b=0), E("halt")]
+    receiver = stream(0, "in", 0, n) + mem(1, 0, n) + [E("vdot4", a=5, b=0, c=1, red=1),
+                                                        E("halt")]
+    result = MeshEmulator(pair_program(sender, receiver, a, b)).run()
+    assert result.registers[1, 5] == int(isa.dot4(a, b).astype(np.uint64).sum()) & 0xFFFFFFFF
+    c = counters(result, 1)
+    assert (c["wavelets_in"], c["sram_reads"], c["macs"]) == (n, n, 4 * n)
+
+
+def test_vector_two_streams_in():
+    """Both sources FIN on different colors; the result streams back out on a third."""
+    config = MeshConfig(width=3, height=1, colors=4, sram_words=256, imem_words=64)
+    n = 6
+    a, b = values(n, 0, 1 << 16), values(n, 0, 1 << 16)
+    routes = RouteTable(config).chain(0, [(0, 0), (1, 0)]).chain(1, [(2, 0), (1, 0)])
+    routes.chain(2, [(1, 0), (0, 0)])
+    left = (mem(0, 0, n) + stream(1, "out", 0, n) + stream(2, "in", 2, n) + mem(3, 50, n)
+            + [E("vmov", a=1, b=0), E("vmov", a=3, b=2), E("halt")])
+    middle = (stream(0, "in", 0, n) + stream(1, "in", 1, n) + stream(2, "out", 2, n)
+              + [E("vadd", a=2, b=0, c=1), E("halt")])
+    right = mem(0, 0, n) + stream(1, "out", 1, n) + [E("vmov", a=1, b=0), E("halt")]
+    emu = MeshEmulator(MeshProgram(config, {(0, 0): image(left, a), (1, 0): image(middle),
+                                            (2, 0): image(right, b)}, routes))
+    result = emu.run()
+    assert np.array_equal(result.sram[0, 50:50 + n], a + b)
+    assert counters(result, 1)["wavelets_in"] == 2 * n
+    assert counters(result, 1)["wavelets_out"] == n
+
+
+def test_backpressure_stall_counts():
+    """(0,0) sends 10 wavelets; (1,0) loops K = 20 cycles before its first recv.
+
+    The path holds 6 wavelets (core (1,0)'s queue, router (1,0)'s W queue, router (0,0)'s
+    RAMP queue, 2 each), so sends go out in cycles 0..5 and the 7th waits. (1,0) takes the
+    first in K + 1; its credit reaches router (1,0) in K + 2, which forwards and returns a
+    credit to router (0,0), which forwards in K + 3 and returns a credit to the core, which
+    sends in K + 4: stall_out = K + 4 - 6. From then on one per cycle, and every recv finds
+    its wavelet: stall_in = 0."""
+    K = 20
+    sender = [E("send", a=0, b=0, imm18=0)] * 10 + [E("halt")]
+    receiver = [E("addi", a=1, b=0, imm18=K), E("dbnz", a=1, imm14=1)]
+    receiver += [E("recv", a=2, b=0, imm18=0)] * 10 + [E("halt")]
+    emu = MeshEmulator(pair_program(sender, receiver), trace=True)
+    result = emu.run()
+    assert [c for c, *_ in emu.core_sends] == [0, 1, 2, 3, 4, 5] + [K + 4 + i for i in range(4)]
+    assert counters(result, 0)["stall_out"] == K - 2
+    assert counters(result, 1)["stall_in"] == 0
+    assert [c for c, _ in retire_cycles(emu, 1)][-11:] == [K + 1 + i for i in range(11)]
+    assert result.cycles == K + 12
+
+
+def test_vector_backpressure():
+    """A FIN/FOUT vector that waits: stalls are counted per cycle, and data is intact."""
+    n = 24
+    a = values(n)
+    sender = mem(0, 0, n) + stream(1, "out", 0, n) + [E("vmov", a=1, b=0), E("halt")]
+    receiver = ([E("addi", a=1, b=0, imm18=30), E("dbnz", a=1, imm14=1)] + stream(0, "in", 0, n)
+                + mem(1, 100, n) + [E("vmov", a=1, b=0), E("halt")])
+    emu = MeshEmulator(pair_program(sender, receiver, a), trace=True)
+    result = emu.run()
+    assert np.array_equal(result.sram[1, 100:100 + n], a)
+    c0 = counters(result, 0)
+    sends = [c for c, *_ in emu.core_sends]
+    # Every cycle of the sender's vector instruction either fires X or stalls it (or is one of
+    # the two fill cycles).
+    assert c0["stall_out"] == (sends[-1] - sends[0] + 1) - n
+    assert c0["stall_out"] > 0
+    # X stalls hold the pipeline: M moves only when X fires, so sends stay in order.
+    assert [d for *_, d in emu.core_sends] == a.tolist()
+
+
+def test_edge_links():
+    """An agent on an edge link: a wavelet injected on tile (0,0)'s W edge in cycle 0 is taken
+    by a recv in cycle 2; the core's send to the E edge leaves the mesh one cycle after."""
+    routes = RouteTable(ONE).chain(0, [(0, 0)], source="W").chain(1, [(0, 0)], sink="E")
+    program = MeshProgram(ONE, {(0, 0): image([E("recv", a=1, b=0, imm18=0),
+                                               E("send", a=1, b=0, imm18=1), E("halt")])},
+                          routes)
+    emu = MeshEmulator(program, trace=True)
+    n = emu.n_edge_links
+    west = [i for i, link in enumerate(emu.edge_links) if link.port == Port.W][0]
+    east = [i for i, link in enumerate(emu.edge_links) if link.port == Port.E][0]
+    valid = np.zeros(n, dtype=bool)
+    valid[west] = True
+    emu.step(valid, np.zeros(n, dtype=int), np.full(n, 99, dtype=np.uint32))
+    outputs = [emu.step() for _ in range(4)]
+    assert retire_cycles(emu) == [(2, 0), (3, 1), (4, 2)]
+    assert emu.done and emu.result().registers[0, 1] == 99
+    out = [(s.cycle, int(s.edge_out_data[east]), int(s.edge_out_color[east]))
+           for s in outputs if s.edge_out_valid[east]]
+    assert out == [(4, 99, 1)]
+    # A wavelet without a credit is refused before any state changes.
+    with pytest.raises(ProtocolError):
+        for _ in range(10):
+            cycle = emu.cycle
+            emu.step(valid, np.zeros(n, dtype=int), np.zeros(n, dtype=np.uint32))
+    assert emu.cycle == cycle == emu.fabric.cycle == emu.cores.cycle
+    with pytest.raises(ValueError):
+        emu.step(valid[:-1], np.zeros(n - 1, dtype=int), np.zeros(n - 1, dtype=np.uint32))
+
+
+# Traps ----------------------------------------------------------------------------------------
+
+ROUTED = RouteTable(ONE).chain(1, [(0, 0)], source="W").chain(2, [(0, 0)], sink="E")
+
+TRAPS = [
+    ("reserved opcode (end of program)", [E("addi", a=1, b=0, imm18=1)], 1, TrapCause.ILLEGAL),
+    ("descriptor field 8", [E("dmem", a=8, b=0, imm18=0)], 0, TrapCause.ILLEGAL),
+    ("vector da 9", [E("vadd", a=0, b=9, c=1)], 0, TrapCause.ILLEGAL),
+    ("vector dd 8", [E("vmov", a=8, b=0)], 0, TrapCause.ILLEGAL),
+    ("tid 4", [E("tid", a=1, imm18=4)], 0, TrapCause.ILLEGAL),
+    ("tid -1", [E("tid", a=1, imm18=-1)], 0, TrapCause.ILLEGAL),
+    ("red on vpack", [E("vpack", a=1, b=0, red=1)], 0, TrapCause.ILLEGAL),
+    ("red on vlut", [E("vlut", a=1, b=0, c=1, red=1)], 0, TrapCause.ILLEGAL),
+    ("jr past imem", [E("addi", a=1, b=0, imm18=64), E("jr", b=1)], 64, TrapCause.PC_RANGE),
+    ("ld past sram", [E("ld", a=1, b=0, imm18=256)], 0, TrapCause.SRAM_RANGE),
+    ("st negative", [E("st", a=1, b=0, imm18=-1)], 0, TrapCause.SRAM_RANGE),
+    ("vector source below 0", mem(0, 3, 5, -1) + mem(1, 10, 5) + [E("vmov", a=1, b=0)], 6,
+     TrapCause.SRAM_RANGE),
+    ("vector destination past end", mem(0, 0, 4) + mem(1, 250, 4, 2) + [E("vmov", a=1, b=0)], 6,
+     TrapCause.SRAM_RANGE),
+    ("vlut table past end", mem(0, 0, 4) + mem(2, 0, 4) + mem(1, 250, 7)
+     + [E("vlut", a=2, b=0, c=1)], 9, TrapCause.SRAM_RANGE),
+    ("recv unrouted color", [E("recv", a=1, b=0, imm18=0)], 0, TrapCause.NO_ROUTE),
+    ("recv color >= colors", [E("recv", a=1, b=0, imm18=5)], 0, TrapCause.NO_ROUTE),
+    ("recv from a send-only color", [E("recv", a=1, b=0, imm18=2)], 0, TrapCause.NO_ROUTE),
+    ("send to a receive-only color", [E("send", a=1, b=0, imm18=1)], 0, TrapCause.NO_ROUTE),
+    ("FIN operand unrouted", stream(0, "in", 3, 4) + mem(1, 0, 4) + [E("vmov", a=1, b=0)], 5,
+     TrapCause.NO_ROUTE),
+    ("FOUT destination unrouted", mem(0, 0, 4) + stream(1, "out", 1, 4) + [E("vmov", a=1, b=0)],
+     5, TrapCause.NO_ROUTE),
+    ("FOUT source", stream(0, "out", 2, 4) + mem(1, 0, 4) + [E("vmov", a=1, b=0)], 5,
+     TrapCause.OPERAND),
+    ("FIN destination", mem(0, 0, 4) + stream(1, "in", 1, 4) + [E("vmov", a=1, b=0)], 5,
+     TrapCause.OPERAND),
+    ("db length", mem(0, 0, 4) + mem(1, 0, 3) + mem(2, 8, 4) + [E("vadd", a=2, b=0, c=1)], 9,
+     TrapCause.OPERAND),
+    ("dd length", mem(0, 0, 4) + mem(2, 8, 5) + [E("vmov", a=2, b=0)], 6, TrapCause.OPERAND),
+    ("vpack dd length", mem(0, 0, 8) + mem(2, 8, 8) + [E("vpack", a=2, b=0)], 6,
+     TrapCause.OPERAND),
+    ("vpack n not a multiple of 4", mem(0, 0, 6) + mem(2, 8, 1) + [E("vpack", a=2, b=0)], 6,
+     TrapCause.OPERAND),
+    ("vlut table length 0", mem(0, 0, 4) + mem(2, 8, 4) + [E("vlut", a=2, b=0, c=1)], 6,
+     TrapCause.OPERAND),
+    ("vlut table not MEM", mem(0, 0, 4) + mem(2, 8, 4) + stream(1, "in", 1, 4)
+     + [E("vlut", a=2, b=0, c=1)], 8, TrapCause.OPERAND),
+    ("two FIN on one color", stream(0, "in", 1, 4) + stream(1, "in", 1, 4) + mem(2, 8, 4)
+     + [E("vadd", a=2, b=0, c=1)], 7, TrapCause.OPERAND),
+]
+
+
+@pytest.mark.parametrize("name, words, pc, cause", TRAPS, ids=[t[0] for t in TRAPS])
+def test_traps(name, words, pc, cause):
+    """The instruction traps in its issue cycle with no effect; the run stops at the end of
+    that cycle; the message names the tile, pc, instruction and cause."""
+    program = MeshProgram(ONE, {(0, 0): image(words)}, ROUTED)
+    emu = MeshEmulator(program, trace=True)
+    with pytest.raises(Trap) as info:
+        emu.run()
+    result = info.value.result
+    assert result.trap_cause[0] == cause and result.trap_pc[0] == pc and result.halted[0]
+    assert result.pc[0] == pc
+    assert program.where(0, pc) in str(info.value) and TRAP_TEXT[cause] in str(info.value)
+    # Every earlier instruction took one cycle (or two for ld), the trap cycle is counted,
+    # and the trapping instruction did not retire.
+    retired = list(range(pc)) if pc < len(words) + 1 else list(range(len(words)))
+    assert [p for _, p in retire_cycles(emu)] == retired
+    assert counters(result)["instructions"] == len(retired)
+    assert counters(result)["cycles"] == result.cycles == len(retired) + 1
+
+
+def test_trap_has_no_effect_and_other_cores_finish_their_cycle():
+    config = MeshConfig(width=2, height=1, colors=4, sram_words=256, imem_words=64)
+    program = MeshProgram(config, {
+        (0, 0): image([E("addi", a=1, b=0, imm18=5), E("ld", a=1, b=0, imm18=300)]),
+        (1, 0): image([E("addi", a=1, b=0, imm18=1)] * 10 + [E("halt")])})
+    with pytest.raises(Trap) as info:
+        MeshEmulator(program).run()
+    result = info.value.result
+    assert result.cycles == 2
+    assert result.registers[0, 1] == 5 and counters(result, 0)["sram_reads"] == 0
+    assert result.registers[1, 1] == 1 and result.pc[1] == 2 and not result.halted[1]
+    assert "tile (0,0) pc 1: ld r1, 300(r0)" in str(info.value)
+    assert "tile (1,0)" not in str(info.value)
+
+
+def test_trap_in_several_cores_is_reported_for_each():
+    config = MeshConfig(width=2, height=2, colors=4, sram_words=256, imem_words=64)
+    program = MeshProgram(config, {(0, 1): image([E("tid", a=1, imm18=9)]),
+                                   (1, 1): image([0])})
+    with pytest.raises(Trap) as info:
+        MeshEmulator(program).run()
+    message = str(info.value)
+    assert "tile (0,1) pc 0: tid r1, 9" in message and "tile (1,1) pc 0" in message
+    assert message.count("trap: illegal instruction") == 2
+
+
+# Runs ---------------------------------------------------------------------------------------
+
+def test_deadlock_is_no_progress():
+    """Both cores recv first: no progress is reported naming both, not a hang."""
+    program = pair_program([E("recv", a=1, b=0, imm18=1), E("send", a=1, b=0, imm18=0),
+                            E("halt")],
+                           [E("recv", a=1, b=0, imm18=0), E("send", a=1, b=0, imm18=1),
+                            E("halt")], back=1)
+    emu = MeshEmulator(program)
+    with pytest.raises(MeshNoProgress) as info:
+        emu.run(stall_limit=25)
+    assert isinstance(info.value, NoProgress)
+    message = str(info.value)
+    assert "tile (0,0) pc 0: recv r1, r0, 1: waits for a wavelet on color 1" in message
+    assert "tile (1,0) pc 0: recv r1, r0, 0: waits for a wavelet on color 0" in message
+    assert emu.cycle == 25
+    assert [(w.tile, w.color, w.what) for w in info.value.waiting] == [(0, 1, "wavelet"),
+                                                                       (1, 0, "wavelet")]
+
+
+def test_no_progress_names_credit_waits_and_blocked_queues():
+    """A sender whose receiver never receives: the sender waits for a credit, and the fabric
+    queues that hold its wavelets are reported."""
+    routes = RouteTable(PAIR).chain(0, [(0, 0), (1, 0)]).chain(3, [(0, 0), (1, 0)])
+    program = MeshProgram(PAIR, {(0, 0): image([E("send", a=0, b=0, imm18=0)] * 8 + [E("halt")]),
+                                 (1, 0): image([E("recv", a=1, b=0, imm18=3)])}, routes)
+    with pytest.raises(MeshNoProgress) as info:
+        MeshEmulator(program).run(stall_limit=10)
+    message = str(info.value)
+    assert "tile (0,0) pc 6: send r0, r0, 0: waits for a credit on color 0" in message
+    assert "tile (1,0) core input queue color 0: 2 wavelet(s) not taken" in message
+    assert "tile (1,0) pc 0: recv r1, r0, 3: waits for a wavelet on color 3" in message
+    assert "tile (1,0) port W color 0: 2 wavelet(s)" in message
+    assert "tile (0,0) port RAMP color 0: 2 wavelet(s)" in message
+
+
+def test_cycle_limit():
+    program = MeshProgram(ONE, {(0, 0): image([E("beq", a=0, b=0, imm14=0)])})
+    emu = MeshEmulator(program)
+    with pytest.raises(CycleLimitExceeded) as info:
+        emu.run(max_cycles=50)
+    assert emu.cycle == 50 and "tile (0,0) pc 0: beq r0, r0, 0" in str(info.value)
+
+
+def test_progress_callback():
+    seen = []
+    words = [E("addi", a=1, b=0, imm18=40), E("dbnz", a=1, imm14=1), E("halt")]
+    MeshEmulator(MeshProgram(ONE, {(0, 0): image(words)})).run(progress=seen.append,
+                                                                progress_every=10)
+    assert seen == [10, 20, 30, 40]
+
+
+MIXED = [
+    # scalar arithmetic, loads and stores in a loop
+    [E("addi", a=1, b=0, imm18=6), E("ld", a=2, b=1, imm18=0), E("mul", a=3, b=2, c=2),
+     E("add", a=4, b=4, c=3), E("st", a=4, b=1, imm18=40), E("dbnz", a=1, imm14=1), E("halt")],
+    # vectors: dot product reduction, vpack, vlut, requantize
+    mem(0, 0, 8) + mem(1, 8, 8) + mem(2, 60, 2) + mem(3, 70, 8) + mem(4, 16, 5)
+    + const(5, 77) + [E("vdot4", a=6, b=0, c=1, red=1), E("vpack", a=2, b=0),
+                      E("vlut", a=3, b=0, c=4), E("vreq", a=3, b=1, d=5, imm6=7),
+                      E("vmax", a=7, b=1, c=0, red=1, max=1), E("halt")],
+    # calls and branches
+    [E("jal", a=15, imm14=4), E("addi", a=2, b=2, imm18=1), E("blt", a=2, b=1, imm14=0),
+     E("halt"), E("addi", a=1, b=0, imm18=3), E("jr", b=15)],
+    [E("halt")],
+]
+
+
+def test_mixed_programs_match_single_core_runs():
+    """Cores doing different things in the same cycles behave exactly as each alone (the
+    vectorization never mixes cores up)."""
+    config = MeshConfig(width=3, height=2, colors=4, sram_words=256, imem_words=64)
+    images, alone = {}, []
+    for tile in range(config.tiles):
+        words = MIXED[tile % len(MIXED)]
+        sram = values(40 + tile)
+        images[config.tile_xy(tile)] = image(words, sram)
+        alone.append(run1(words, sram)[1])
+    result = MeshEmulator(MeshProgram(config, images)).run()
+    for tile, single in enumerate(alone):
+        assert np.array_equal(result.sram[tile], single.sram[0])
+        assert np.array_equal(result.registers[tile], single.registers[0])
+        assert np.array_equal(result.counters[tile], single.counters[0])
+        assert result.pc[tile] == single.pc[0]
+    assert result.cycles == max(single.cycles for single in alone)
+
+
+def test_counters_of_a_vector_program():
+    n = 8
+    a = values(n)
+    words = mem(0, 0, n) + mem(1, 0, n) + mem(2, 100, n) + [
+        E("vdot4", a=5, b=0, c=1, red=1), E("vmul8", a=2, b=0, c=1), E("mul", a=6, b=5, c=5),
+        E("halt")]
+    _, result = run1(words, a)
+    c = counters(result)
+    assert c == dict(cycles=9 + 2 * (n + 2) + 2, instructions=13, elements=2 * n, stall_in=0,
+                     stall_out=0, macs=8 * n + 1, sram_reads=4 * n, sram_writes=n,
+                     wavelets_in=0, wavelets_out=0)
+
+
+def test_trace_off_records_nothing():
+    emu = MeshEmulator(MeshProgram(ONE, {(0, 0): image([E("halt")])}))
+    emu.run()
+    assert emu.retired == [] and emu.wavelets == [] and emu.core_sends == []
+
+
+# Speed ----------------------------------------------------------------------------------------
+
+def benchmark_program(config, iterations):
+    """Every core runs ``iterations`` times: vdot4.sum over a 64-word row, streams the row to
+    its east neighbour (all but the last column) and receives its west neighbour's row (all but
+    the first), on checkerboard colors."""
+    routes = RouteTable(config)
+    for y in range(config.height):
+        routes.row_reduce_chain(y, (0, 1))
+    rng = np.random.default_rng(1)
+    images = {}
+    for y in range(config.height):
+        for x in range(config.width):
+            words = mem(0, 0, 64) + mem(1, 64, 64) + mem(4, 128, 64)
+            if x < config.width - 1:
+                words += stream(2, "out", checkerboard_color(x, y, 0, 1), 64)
+            if x > 0:
+                words += stream(3, "in", checkerboard_color(x - 1, y, 0, 1), 64)
+            words += [E("addi", a=2, b=0, imm18=iterations)]
+            loop = len(words)
+            words += [E("vdot4", a=1, b=0, c=1, red=1)]
+            if x < config.width - 1:
+                words += [E("vmov", a=2, b=0)]
+            if x > 0:
+                words += [E("vmov", a=4, b=3)]
+            words += [E("dbnz", a=2, imm14=loop), E("halt")]
+            images[(x, y)] = image(words, rng.integers(0, 1 << 32, 128, dtype=np.uint64))
+    return MeshProgram(config, images, routes, name="vector benchmark")
+
+
+def test_benchmark_program_runs():
+    config = MeshConfig(width=3, height=2)
+    result = MeshEmulator(benchmark_program(config, 2)).run()
+    assert result.halted.all()
+    assert np.array_equal(result.sram[1, 128:192], result.sram[0, 0:64])
+
+
+def measure(sizes=(4, 8, 32), seconds=3.0):
+    for size in sizes:
+        config = MeshConfig(width=size, height=size)
+        emu = MeshEmulator(benchmark_program(config, 1000))
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            for _ in range(100):
+                emu.step()
+        elapsed = time.perf_counter() - start
+        print(f"{size}x{size}: {emu.cycle / elapsed:,.0f} cycles/s "
+              f"({emu.cycle * config.tiles / elapsed:,.0f} core-cycles/s)")
+
+
+if __name__ == "__main__":
+    measure([int(arg) for arg in sys.argv[1:]] or (4, 8, 32))
