@@ -432,9 +432,9 @@ def _u32(x):
 
 def _lanes(x):
     """(..., 4) signed int8 lanes of packed words; lane k is bits [8k+7:8k]."""
-    x = np.asarray(x, dtype=np.uint32)
-    return np.stack([((x >> np.uint32(8 * k)) & np.uint32(0xFF)).astype(np.uint8).view(np.int8)
-                     for k in range(4)], axis=-1).astype(np.int64)
+    x = np.asarray(x, dtype="<u4")               # little-endian: byte k is lane k
+    flat = np.ascontiguousarray(x).reshape(-1)
+    return flat.view(np.int8).reshape(x.shape + (4,)).astype(np.int64)
 
 
 def _pack_lanes(lanes):
