@@ -151,7 +151,7 @@ class MeshSimulation:
         return outcome["value"]
 
     async def _run(self, ctx, program, max_cycles, stall_limit, progress, progress_every):
-        mesh, cfg = self.mesh, self.config
+        mesh = self.mesh
         # Routes through the route write port (only the ones set: the reset state is empty).
         accept, out = program.routes.masks()
         for tile, color in zip(*np.nonzero(np.asarray(accept) | np.asarray(out))):

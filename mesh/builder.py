@@ -127,6 +127,7 @@ class CoreBuilder:
         self._label_locations = {}
         self._data = {}
         self._symbols = {}
+        self._sizes = {}
         self._next_free = 0
 
     # Labels and data -------------------------------------------------------------------------
@@ -158,7 +159,7 @@ class CoreBuilder:
         _check_segment(self._data, address, len(words), location)
         self._data[address] = words
         if name is not None:
-            self._define_symbol(name, address, location)
+            self._define_symbol(name, address, location, len(words))
         self._next_free = max(self._next_free, address + len(words))
         return address
 
@@ -170,7 +171,7 @@ class CoreBuilder:
         if isinstance(size_or_words, int) and not isinstance(size_or_words, bool):
             if size_or_words < 0:
                 raise AssemblyError(location, f"cannot reserve {size_or_words} words")
-            self._define_symbol(name, address, location)
+            self._define_symbol(name, address, location, size_or_words)
             self._next_free += size_or_words
             return address
         return self.data(address, size_or_words, name=name, location=location)
@@ -179,12 +180,13 @@ class CoreBuilder:
         """The SRAM address of data ``name``."""
         return self._symbols[name]
 
-    def _define_symbol(self, name, address, location):
+    def _define_symbol(self, name, address, location, size):
         if not isinstance(name, str) or not name.isidentifier():
             raise AssemblyError(location, f"data name {name!r} is not a name")
         if name in self._symbols or name in self._labels:
             raise AssemblyError(location, f"{name!r} is already defined")
         self._symbols[name] = address
+        self._sizes[name] = size
 
     # Instructions ----------------------------------------------------------------------------
 
@@ -337,7 +339,9 @@ class CoreBuilder:
         symbols = dict(self._symbols)
         symbols.update(self._labels)
         return CoreImage(instructions=tuple(words), sram=dict(self._data),
-                         source=tuple(source), symbols=symbols)
+                         source=tuple(source), symbols=symbols,
+                         data={name: (address, self._sizes[name])
+                               for name, address in self._symbols.items()})
 
 
 def _words(words, location):

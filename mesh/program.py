@@ -26,11 +26,13 @@ class CoreImage:
     zero, an illegal instruction). ``sram``: initial SRAM contents as segments
     {start address: words} (a sequence or uint32 array; the rest is zero). ``source``: optional, per instruction, where it came from (``"file:line"``), for
     trap reports. ``symbols``: optional {name: address} of labels and data, for reports.
+    ``data``: optional {name: (address, words)} of the named SRAM areas, for reports.
     """
     instructions: tuple
     sram: dict = field(default_factory=dict)
     source: tuple = ()
     symbols: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)
 
     def check(self, config, where):
         if len(self.instructions) > config.imem_words:

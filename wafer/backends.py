@@ -1,10 +1,10 @@
 """One way to run a program on any backend: the emulator, the RTL in the Amaranth simulator,
 or the RTL compiled by Verilator into a standalone program.
 
-:func:`run` returns a :class:`Run` (the :class:`mesh.RunResult`, how the run ended, its wall
-time) for a finished run, and raises the same errors on every backend for one that did not
-finish: :class:`mesh.Trap`, :class:`RunStopped` (no progress, or the cycle limit). Both carry
-the state at the stop in ``result``.
+:func:`run` returns a :class:`Run` whatever the outcome: ``status`` is "done", "trap",
+"no progress" or "cycle limit", ``message`` says what happened (a trap report names tile, pc,
+instruction and cause; a no-progress report names what every core waits for), and ``result``
+holds the state at the end. :meth:`Run.check` raises for a run that did not finish.
 """
 
 import time
@@ -29,11 +29,14 @@ class RunStopped(RuntimeError):
 
 @dataclass
 class Run:
-    """A finished run: ``result``; ``seconds`` of simulation (the cycle loop, without loading
-    and read-back where the backend can tell them apart)."""
+    """A run: ``result``; ``status`` and ``message`` (empty when done); ``seconds`` of
+    simulation (the cycle loop, without building, loading and read-back where the backend can
+    tell them apart)."""
     backend: str
     result: object
     seconds: float
+    status: str = "done"
+    message: str = ""
 
     @property
     def cycles_per_second(self):
@@ -42,10 +45,18 @@ class Run:
     def core_cycles_per_second(self, tiles):
         return self.cycles_per_second * tiles
 
+    def check(self):
+        """Raise :class:`mesh.Trap` or :class:`RunStopped` unless the run finished."""
+        if self.status == "trap":
+            raise Trap(self.message, self.result)
+        if self.status != "done":
+            raise RunStopped(self.message, self.result, self.status)
+        return self
+
 
 def run(program, backend="emulator", max_cycles=1_000_000, stall_limit=200, progress=None,
         waves=None):
-    """Run ``program`` (a :class:`mesh.MeshProgram`) to completion on ``backend``.
+    """Run ``program`` (a :class:`mesh.MeshProgram`) on ``backend`` until it finishes or stops.
 
     ``progress`` (emulator and Amaranth) is called with the cycle count now and then; ``waves``
     (Verilator and Amaranth) is a .vcd (or, on Verilator, .fst) path for a waveform."""
@@ -57,8 +68,20 @@ def run(program, backend="emulator", max_cycles=1_000_000, stall_limit=200, prog
                              "emulator has no signals to dump")
         return _run_emulator(program, max_cycles, stall_limit, progress)
     if backend == "verilator":
-        return _run_verilator(program, max_cycles, stall_limit, waves)
-    return _run_amaranth(program, max_cycles, stall_limit, progress, waves)
+        from wafer.verilator_mesh import run_program
+
+        result, status, seconds = run_program(program, max_cycles=max_cycles,
+                                              stall_limit=stall_limit, waves=waves)
+    else:
+        from hdl.mesh_sim import MeshSimulation
+
+        simulation = MeshSimulation(program.config, waves=waves)
+        start = time.perf_counter()
+        result, status = simulation.run(program, max_cycles=max_cycles,
+                                        stall_limit=stall_limit, progress=progress)
+        seconds = time.perf_counter() - start
+    message = _rtl_message(program, result, status, max_cycles, stall_limit)
+    return Run(backend, result, seconds, status, message)
 
 
 def _run_emulator(program, max_cycles, stall_limit, progress):
@@ -69,44 +92,33 @@ def _run_emulator(program, max_cycles, stall_limit, progress):
     try:
         result = emulator.run(max_cycles=max_cycles, stall_limit=stall_limit,
                               progress=progress)
-    except MeshNoProgress as error:
-        raise RunStopped(str(error), error.result, "no progress") from None
-    except MeshCycleLimitExceeded as error:
-        raise RunStopped(str(error), error.result, "cycle limit") from None
-    return Run("emulator", result, time.perf_counter() - start)
+        status, message = "done", ""
+    except Trap as stop:
+        result, status, message = stop.result, "trap", str(stop)
+    except MeshNoProgress as stop:
+        result, status, message = stop.result, "no progress", str(stop)
+    except MeshCycleLimitExceeded as stop:
+        result, status, message = stop.result, "cycle limit", str(stop)
+    return Run("emulator", result, time.perf_counter() - start, status, message)
 
 
-def _run_verilator(program, max_cycles, stall_limit, waves):
-    from wafer.verilator_mesh import run_program
-
-    result, status, seconds = run_program(program, max_cycles=max_cycles,
-                                          stall_limit=stall_limit, waves=waves)
-    _raise_for(program, result, status, stall_limit, max_cycles)
-    return Run("verilator", result, seconds)
-
-
-def _run_amaranth(program, max_cycles, stall_limit, progress, waves):
-    from hdl.mesh_sim import MeshSimulation
-
-    simulation = MeshSimulation(program.config, waves=waves)
-    start = time.perf_counter()
-    result, status = simulation.run(program, max_cycles=max_cycles, stall_limit=stall_limit,
-                                    progress=progress)
-    seconds = time.perf_counter() - start
-    _raise_for(program, result, status, stall_limit, max_cycles)
-    return Run("amaranth", result, seconds)
-
-
-def _raise_for(program, result, status, stall_limit, max_cycles):
-    """The errors of an RTL run that did not finish, worded as the emulator words them."""
+def _rtl_message(program, result, status, max_cycles, stall_limit):
+    """What an RTL run that did not finish reports, worded as the emulator words it. The RTL
+    cannot say what each core waits for, so a no-progress stop is explained by the emulator's
+    run of the same program (which must stop at the same cycle)."""
+    if status == "done":
+        return ""
     if status == "trap":
         lines = result.trap_report(program)
-        raise Trap(f"{program.name}: {len(lines)} core(s) trapped in cycle "
-                   f"{result.cycles - 1}:\n  " + "\n  ".join(lines), result)
-    if status == "no progress":
-        raise RunStopped(f"{program.name}: no progress for {stall_limit} cycles (up to cycle "
-                         f"{result.cycles}); the emulator's run of the same program reports "
-                         f"what each core waits for", result, status)
+        return (f"{program.name}: {len(lines)} core(s) trapped in cycle {result.cycles - 1}:\n"
+                f"  " + "\n  ".join(lines))
     if status == "cycle limit":
-        raise RunStopped(f"{program.name}: not finished within {max_cycles} cycles", result,
-                         status)
+        return f"{program.name}: not finished within {max_cycles} cycles"
+    emulated = _run_emulator(program, max_cycles, stall_limit, None)
+    if emulated.status == "no progress" and emulated.result.cycles == result.cycles:
+        return (f"{program.name}: no progress for {stall_limit} cycles, up to cycle "
+                f"{result.cycles} (the emulator stops at the same cycle; its report):\n"
+                f"{emulated.message}")
+    return (f"{program.name}: no progress for {stall_limit} cycles, up to cycle "
+            f"{result.cycles}; the emulator's run of the same program ended differently "
+            f"({emulated.status} after {emulated.result.cycles} cycles): a divergence")

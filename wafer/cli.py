@@ -1,11 +1,14 @@
 """The ``wafer`` command line.
 
     wafer demo [--mesh WxH] [--json]
+    wafer run PROGRAM [--mesh WxH] [--backend emulator|verilator|amaranth] [--json]
+                      [--size NAME=VALUE ...] [--seed S] [--max-cycles N] [--waves FILE]
     wafer bench fabric [--sizes ...] [--rtl-sizes ...] [--loads ...] [--cycles N] [--seed S]
                        [--json [FILE]] [--quick]
 
-Mistakes in what was asked (a bad mesh shape, a load out of range) print one line and exit
-with status 2; a benchmark whose RTL and emulator results differ exits with status 1.
+Mistakes in what was asked (a bad mesh shape, a load out of range, an assembly error) print one
+line and exit with status 2; a benchmark whose RTL and emulator results differ, and a program
+that traps, stops making progress or computes a wrong result, exit with status 1.
 """
 
 import argparse
@@ -32,6 +35,28 @@ def _parser():
     demo.add_argument("--mesh", metavar="WxH", help="mesh shape (default: the demo's, 8x8)")
     demo.add_argument("--json", action="store_true",
                       help="print a machine-readable JSON report instead of the readable one")
+
+    run = commands.add_parser(
+        "run", help="run a program on the mesh (emulator, Verilator or Amaranth)",
+        description="Run an example kernel (checked against numpy) or an assembly file to "
+                    "completion, and print results, cycles, speed and counters.")
+    run.add_argument("program", metavar="PROGRAM",
+                     help="an example kernel (allreduce, broadcast, column_reduce, dot, gemv, "
+                          "vector_add) or an assembly file (.s)")
+    run.add_argument("--mesh", metavar="WxH",
+                     help="mesh shape (kernels: default 4x4; assembly: the file's .mesh)")
+    run.add_argument("--backend", choices=("emulator", "verilator", "amaranth"),
+                     default="emulator", help="simulator (default: %(default)s)")
+    run.add_argument("--json", action="store_true", help="print a JSON report")
+    run.add_argument("--size", action="append", metavar="NAME=VALUE",
+                     help="a kernel size parameter, e.g. --size rows_per_core=16 (repeatable)")
+    run.add_argument("--seed", type=int, default=0, help="kernel data seed (default: 0)")
+    run.add_argument("--max-cycles", type=int, default=1_000_000, metavar="N",
+                     help="stop after N cycles (default: %(default)s)")
+    run.add_argument("--stall-limit", type=int, default=200, metavar="N",
+                     help="report no progress after N idle cycles (default: %(default)s)")
+    run.add_argument("--waves", metavar="FILE",
+                     help="write a waveform (.vcd; .fst on verilator) of an RTL run")
 
     bench = commands.add_parser("bench", help="run a benchmark")
     benchmarks = bench.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
@@ -167,6 +192,9 @@ def main(argv=None):
     try:
         if args.command == "demo":
             status = _demo(args)
+        elif args.command == "run":
+            from wafer.run_program import run_command
+            status = run_command(args)
         else:
             status = _bench_fabric(args)
     except (UsageError, ConfigError) as error:
