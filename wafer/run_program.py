@@ -111,6 +111,14 @@ def _data_symbols(program, result, limit=16):
 
 def run_command(args):
     """Run ``wafer run`` with parsed ``args``; return the exit status."""
+    if args.waves is not None:
+        if args.backend == "emulator":
+            raise ConfigError("--waves needs an RTL backend (--backend verilator or amaranth): "
+                              "the emulator has no signals to dump")
+        allowed = (".vcd", ".fst") if args.backend == "verilator" else (".vcd",)
+        if Path(args.waves).suffix.lower() not in allowed:
+            raise ConfigError(f"--waves: {args.waves!r} must end in {' or '.join(allowed)} "
+                              f"on {args.backend}")
     program, k = load_program(args.program, args.mesh, args.seed, parse_sizes(args.size))
     console = Console(stderr=args.json)
     columns = (SpinnerColumn(), TextColumn("{task.description}: cycle {task.completed}"),
