@@ -29,12 +29,23 @@ import random
 
 from mesh import MeshConfig, Port, Route, RouteTable, external_links
 
-__all__ = ["ROUTER_CONFIG", "FABRIC_CONFIG", "router_routes", "router_table", "fabric_table",
-           "Endpoint", "endpoints", "destinations", "hops", "sources", "encode", "decode",
-           "seed", "scale", "rng"]
+__all__ = ["ROUTER_CONFIG", "FABRIC_CONFIG", "CORE_CONFIG", "MESH_CONFIGS", "router_routes",
+           "router_table", "fabric_table", "Endpoint", "endpoints", "destinations", "hops",
+           "sources", "encode", "decode", "seed", "scale", "rng"]
 
 ROUTER_CONFIG = MeshConfig(width=1, height=1, colors=4, buffer_depth=2)
 FABRIC_CONFIG = MeshConfig(width=4, height=4, colors=4, buffer_depth=2)
+# One core (hdl.Core, module "core"): the smallest memories the machine allows (SRAM) or that
+# the core benches need (instruction memory), so that builds and full loads stay quick.
+CORE_CONFIG = MeshConfig(width=1, height=1, colors=4, buffer_depth=2, sram_words=256,
+                         imem_words=64)
+# Whole meshes (hdl.mesh_verilog, top "wse_mesh"), by design name: 3x2, not square, so that a
+# mix-up of width and height (tile index, edge link names) shows, and with a pass-through tile in
+# the middle of each row; eight colors (allreduce needs six).
+MESH_CONFIGS = {
+    "mesh": MeshConfig(width=3, height=2, colors=8, buffer_depth=2, sram_words=256,
+                       imem_words=64),
+}
 
 _ROUTER_ROUTES = {
     0: ({Port.RAMP}, {Port.E}),

@@ -258,27 +258,37 @@ def _sources_digest(*extra):
     return digest.hexdigest()[:16]
 
 
+def top_module(design):
+    """The top module name of ``design`` in its generated Verilog."""
+    return "wse_mesh" if design.startswith("mesh") else design
+
+
 def generate(design):
-    """Verilog text of ``design`` ("router" or "fabric", see :mod:`sim_tests.designs`) and its
-    top module name. Elaborating the 4x4 fabric takes ~15 s, so the text is cached in
-    ``sim_build/<design>/`` under a digest of the sources it depends on."""
+    """Verilog text of ``design`` and its top module name: "router", "fabric", "core" (one
+    ``hdl.Core``) or a key of ``designs.MESH_CONFIGS`` such as "mesh" (``hdl.mesh_verilog``, top
+    ``wse_mesh``); see :mod:`sim_tests.designs`. Elaborating the 4x4 fabric takes ~15 s, so
+    the text is cached in ``sim_build/<design>/`` under a digest of the sources it depends on."""
     key = _sources_digest(design)
     directory = SIM_BUILD / design
     cached = directory / f"{design}.{key}.v"
+    top = top_module(design)
     with build_lock(directory):
         if cached.exists():
-            return cached.read_text(), design
+            return cached.read_text(), top
         import hdl
         from . import designs
 
         if design == "router":
-            component = hdl.Router(designs.ROUTER_CONFIG, designs.router_routes())
+            text = hdl.verilog(hdl.Router(designs.ROUTER_CONFIG, designs.router_routes()), top)
         elif design == "fabric":
-            component = hdl.Fabric(designs.FABRIC_CONFIG, designs.fabric_table())
+            text = hdl.verilog(hdl.Fabric(designs.FABRIC_CONFIG, designs.fabric_table()), top)
+        elif design == "core":
+            text = hdl.verilog(hdl.Core(designs.CORE_CONFIG), top)
+        elif design in designs.MESH_CONFIGS:
+            text = hdl.mesh_verilog(designs.MESH_CONFIGS[design])
         else:
             raise ValueError(f"unknown design {design!r}")
-        text = hdl.verilog(component, design)
         for old in directory.glob(f"{design}.*.v"):
             old.unlink()
         cached.write_text(text)
-        return text, design
+        return text, top

@@ -3,6 +3,7 @@
     wafer demo [--mesh WxH] [--json]
     wafer run PROGRAM [--mesh WxH] [--backend emulator|verilator|amaranth] [--json]
                       [--size NAME=VALUE ...] [--seed S] [--max-cycles N] [--waves FILE]
+    wafer bench gemv [--sizes ...] [--rtl-sizes ...] [--json [FILE]]
     wafer bench fabric [--sizes ...] [--rtl-sizes ...] [--loads ...] [--cycles N] [--seed S]
                        [--json [FILE]] [--quick]
 
@@ -82,6 +83,20 @@ def _parser():
     fabric.add_argument("--json", nargs="?", const="-", default=DEFAULT_JSON, metavar="FILE",
                         help=f"write the JSON report to FILE (default: {DEFAULT_JSON}); "
                              f"without FILE, print it to stdout instead of the tables")
+    gemv_bench = benchmarks.add_parser(
+        "gemv", help="GEMV on the mesh: MAC rate against the peak, simulator speed",
+        description="y = W x with W tiled over the mesh, on the emulator and on Verilator; "
+                    "cycles, MAC rate against the peak of 4 per core per cycle, and cycles/s. "
+                    "Every Verilator run is checked equal to the emulator run.")
+    gemv_bench.add_argument("--sizes", metavar="WxH,...",
+                            help="emulator meshes (default: 4x4,8x8,32x32)")
+    gemv_bench.add_argument("--rtl-sizes", metavar="WxH,...",
+                            help="Verilator meshes, also run on the emulator; 'none' for no RTL "
+                                 "(default: 4x4,8x8)")
+    gemv_bench.add_argument("--json", nargs="?", const="-", default="results/bench_gemv.json",
+                            metavar="FILE",
+                            help="write the JSON report to FILE (default: %(default)s); without "
+                                 "FILE, print it to stdout instead of the table")
     fabric.add_argument("--quick", action="store_true",
                         help="a short sweep (8x8 emulator, 4x4 RTL, loads 0.1,0.5,1.0, "
                              "1000 cycles); explicit options still apply")
@@ -173,6 +188,46 @@ def _bench_fabric(args):
     return 0
 
 
+def _bench_gemv(args):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
+        TimeElapsedColumn
+
+    from wafer import verilator
+    from wafer.bench_gemv import GemvMismatch, GemvSweep, render_gemv, run_gemv_sweep, \
+        write_json
+
+    values = {}
+    if args.sizes is not None:
+        values["sizes"] = _shapes(args.sizes, "--sizes")
+    if args.rtl_sizes is not None:
+        values["rtl_sizes"] = _shapes(args.rtl_sizes, "--rtl-sizes")
+    sweep = GemvSweep(**values)
+    if not sweep.meshes():
+        raise UsageError("nothing to run: --sizes and --rtl-sizes are both empty")
+    if sweep.rtl_sizes and verilator.missing_reason():
+        raise UsageError(f"cannot run the RTL benchmark: {verilator.missing_reason()} "
+                         f"(--rtl-sizes none runs the emulator only)")
+    to_stdout = args.json == "-"
+    console = Console(stderr=to_stdout)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=console, transient=True,
+                      disable=not console.is_terminal) as progress:
+            report = run_gemv_sweep(sweep, progress)
+    except (GemvMismatch, verilator.VerilatorError) as error:
+        console.print(f"FAILED: {error}", style="bold red", markup=False, highlight=False)
+        return 1
+    if to_stdout:
+        print(json.dumps(report, indent=1))
+    else:
+        render_gemv(report, console)
+        write_json(report, args.json)
+        console.print(f"JSON report: {args.json}")
+    return 0
+
+
 def _demo(args):
     """Check ``--mesh`` here, so that a bad shape is a one-line usage error, and hand the
     arguments (``mesh`` a "WxH" string or None, ``json`` a bool) to the demo."""
@@ -195,6 +250,8 @@ def main(argv=None):
         elif args.command == "run":
             from wafer.run_program import run_command
             status = run_command(args)
+        elif args.benchmark == "gemv":
+            status = _bench_gemv(args)
         else:
             status = _bench_fabric(args)
     except (UsageError, ConfigError) as error:
