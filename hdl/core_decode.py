@@ -124,9 +124,12 @@ class Decoder(wiring.Component):
         m = Module()
         word, ctrl = self.word, self.ctrl
         imm18 = _field(word, "imm18")
-        m.d.comb += [ctrl[name].eq(_field(word, name))
-                     for name in ("a", "b", "c", "d", "imm14", "imm6", "bsc", "acc", "red",
-                                  "max")]
+        # Fields are read from the word, never back from ctrl: an output computed from other
+        # bits of the same output is a false combinational loop to Verilator (UNOPTFLAT),
+        # which makes every cycle slower.
+        f = {name: _field(word, name)
+             for name in ("a", "b", "c", "d", "imm14", "imm6", "bsc", "acc", "red", "max")}
+        m.d.comb += [ctrl[name].eq(value) for name, value in f.items()]
         m.d.comb += ctrl.imm.eq(imm18.as_signed())
 
         with m.Switch(_field(word, "op")):
@@ -144,7 +147,7 @@ class Decoder(wiring.Component):
                         m.d.comb += ctrl.cond.eq(_BRANCHES[op.name])
                     if op.name in _DESCRIPTORS:
                         m.d.comb += ctrl.desc_op.eq(_DESCRIPTORS[op.name])
-                        m.d.comb += ctrl.illegal.eq(ctrl.a[3])
+                        m.d.comb += ctrl.illegal.eq(f["a"][3])
                     if op.name in isa.MACS_PER_SCALAR:
                         m.d.comb += ctrl.mac.eq(1)
                     if op.name == "tid":
@@ -152,18 +155,19 @@ class Decoder(wiring.Component):
                     if cls is InstrClass.VECTOR:
                         binary = op.name in isa.BINARY_VECTOR
                         lut, pack = op.name == "vlut", op.name == "vpack"
+                        src_b = binary & ~f["bsc"]
+                        uses_db = src_b | lut
                         m.d.comb += [
-                            ctrl.v_src_b.eq(binary & ~ctrl.bsc),
-                            ctrl.v_b_rs.eq(ctrl.bsc if binary else op.name == "vreq"),
-                            ctrl.v_uses_db.eq(ctrl.v_src_b | lut),
+                            ctrl.v_src_b.eq(src_b),
+                            ctrl.v_b_rs.eq(f["bsc"] if binary else op.name == "vreq"),
+                            ctrl.v_uses_db.eq(uses_db),
                             ctrl.v_lut.eq(lut),
                             ctrl.v_pack.eq(pack),
                             ctrl.v_macs.eq(isa.MACS_PER_ELEMENT.get(op.name, 0)),
                         ]
-                        bad_field = ctrl.b[3] | (~ctrl.red & ctrl.a[3]) \
-                            | (ctrl.v_uses_db & ctrl.c[3])
+                        bad_field = f["b"][3] | (~f["red"] & f["a"][3]) | (uses_db & f["c"][3])
                         if op.name not in isa.REDUCIBLE:
-                            bad_field |= ctrl.red
+                            bad_field |= f["red"]
                         m.d.comb += ctrl.illegal.eq(bad_field)
             with m.Default():
                 m.d.comb += [ctrl.reserved.eq(1), ctrl.illegal.eq(1)]

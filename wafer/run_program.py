@@ -120,7 +120,7 @@ def run_command(args):
             raise ConfigError(f"--waves: {args.waves!r} must end in {' or '.join(allowed)} "
                               f"on {args.backend}")
     program, k = load_program(args.program, args.mesh, args.seed, parse_sizes(args.size))
-    console = Console(stderr=args.json)
+    console = Console(stderr=args.json, soft_wrap=True)   # long paths and reports stay whole
     columns = (SpinnerColumn(), TextColumn("{task.description}: cycle {task.completed}"),
                TimeElapsedColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True,
