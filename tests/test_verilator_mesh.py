@@ -6,6 +6,8 @@ Builds are cached under build/verilator/ (one per configuration), so only the fi
 for the compile.
 """
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -15,7 +17,7 @@ from mesh.asm import assemble
 from programs.kernels import KERNELS, kernel
 from sim_tests.simulators import require_simulator
 from wafer.backends import run
-from wafer.verilator_mesh import run_program
+from wafer.verilator_mesh import LZ4_INCLUDE_DIRS, VerilatorError, run_program
 
 CONFIG = MeshConfig(3, 2, sram_words=1024, imem_words=256)
 SMALL = MeshConfig(2, 1, colors=2, sram_words=256, imem_words=64)
@@ -87,14 +89,26 @@ def test_cycle_limit():
     assert outcome.result.counter("instructions").tolist() == [50, 1]
 
 
-@pytest.mark.parametrize("suffix", ["vcd"])
-def test_waves(tmp_path, suffix):
-    program = assemble(".core main (0,0)\n    li r1, 7\n    st r1, 3(r0)\n    halt\n", SMALL)
-    path = tmp_path / f"run.{suffix}"
-    result, status, _ = run_program(program, waves=path)
+WAVE_PROGRAM = ".core main (0,0)\n    li r1, 7\n    st r1, 3(r0)\n    halt\n"
+
+
+def test_vcd_waves(tmp_path):
+    path = tmp_path / "run.vcd"
+    result, status, _ = run_program(assemble(WAVE_PROGRAM, SMALL), waves=path)
     assert status == "done" and result.sram[0, 3] == 7
     text = path.read_text()
     assert "$enddefinitions" in text and "retire" in text
+
+
+def test_fst_waves(tmp_path):
+    if not any(Path(d, "lz4.h").exists() for d in LZ4_INCLUDE_DIRS):
+        with pytest.raises(VerilatorError, match="apt-get install liblz4-dev"):
+            run_program(assemble(WAVE_PROGRAM, SMALL), waves=tmp_path / "run.fst")
+        return
+    path = tmp_path / "run.fst"
+    result, status, _ = run_program(assemble(WAVE_PROGRAM, SMALL), waves=path)
+    assert status == "done" and result.sram[0, 3] == 7
+    assert path.read_bytes()[:1] == b"\x00" and path.stat().st_size > 100   # an FST header
 
 
 def test_waves_need_a_known_format(tmp_path):

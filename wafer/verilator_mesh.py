@@ -40,6 +40,7 @@ VERILATOR_ARGS = ["--cc", "--exe", "--build", "-O3", "--x-assign", "fast", "--x-
                   "-MAKEFLAGS", "OPT_FAST=-O1"]
 # Waveform formats: the Verilator option and the C++ switch of each.
 WAVE_FORMATS = {"vcd": ("--trace", "WAVES_VCD"), "fst": ("--trace-fst", "WAVES_FST")}
+LZ4_INCLUDE_DIRS = ("/usr/include", "/usr/local/include")
 SOURCES = [*sorted((ROOT / "hdl").glob("*.py")), *sorted((ROOT / "mesh").glob("*.py")),
            TEMPLATE, Path(__file__).resolve()]
 
@@ -76,6 +77,10 @@ def build(config, waves=None, build_root=BUILD_ROOT):
         raise VerilatorError(f"cannot run on Verilator: {reason}")
     if waves is not None and waves not in WAVE_FORMATS:
         raise ValueError(f"waves must be None or one of {sorted(WAVE_FORMATS)}, not {waves!r}")
+    if waves == "fst" and not any(Path(d, "lz4.h").exists() for d in LZ4_INCLUDE_DIRS):
+        raise VerilatorError("FST waveforms need the LZ4 headers, which Verilator's FST writer "
+                             "includes (Debian: apt-get install liblz4-dev); a .vcd waveform "
+                             "needs nothing more")
     directory = Path(build_root) / _build_key(config, waves)
     program = directory / "obj" / PROGRAM
     with build_lock(directory):
