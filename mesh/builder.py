@@ -128,6 +128,7 @@ class CoreBuilder:
         self._data = {}
         self._symbols = {}
         self._sizes = {}
+        self._reserved = {}       # address -> words reserved by alloc without contents
         self._next_free = 0
 
     # Labels and data -------------------------------------------------------------------------
@@ -156,7 +157,7 @@ class CoreBuilder:
         SRAM from ``address``."""
         location = location or self._here()
         words = _words(words, location)
-        _check_segment(self._data, address, len(words), location)
+        _check_segment({**self._data, **self._reserved}, address, len(words), location)
         self._data[address] = words
         if name is not None:
             self._define_symbol(name, address, location, len(words))
@@ -172,6 +173,7 @@ class CoreBuilder:
             if size_or_words < 0:
                 raise AssemblyError(location, f"cannot reserve {size_or_words} words")
             self._define_symbol(name, address, location, size_or_words)
+            self._reserved[address] = range(size_or_words)   # only its length matters
             self._next_free += size_or_words
             return address
         return self.data(address, size_or_words, name=name, location=location)
@@ -370,7 +372,7 @@ def _check_segment(segments, address, length, location):
         if start < address + length and address < start + len(words):
             raise AssemblyError(location, f"SRAM words {max(start, address)}.."
                                           f"{min(start + len(words), address + length) - 1} "
-                                          f"are already initialized")
+                                          f"are already initialized or reserved")
 
 
 def _is_register(value):

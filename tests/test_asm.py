@@ -720,6 +720,8 @@ def test_builder_undefined_label_is_reported_at_the_instruction():
     (lambda c: c.data(-1, [1]), "data address -1 is not a non-negative integer"),
     (lambda c: c.data(0, [1 << 32]), "data word 0 (4294967296) is not a 32-bit integer"),
     (lambda c: (c.data(0, [1, 2]), c.data(1, [3])), "SRAM words 1..1 are already initialized"),
+    (lambda c: (c.alloc("buf", 4), c.data(2, [3])), "SRAM words 2..2 are already initialized or "
+                                                    "reserved"),
 ])
 def test_builder_errors(call, message):
     with pytest.raises(AssemblyError) as info:
