@@ -6,10 +6,12 @@ from .agents import TrafficSink, TrafficSource
 from .run import CycleLimitExceeded, NoProgress, run
 from .core import CoreArray
 from .mesh import MeshCycleLimitExceeded, MeshEmulator, MeshNoProgress, MeshStep
+from .systolic import SystolicModel, systolic_reference
 
 __all__ = [
     "FabricEmulator", "StepResult", "ProtocolError",
     "TrafficSource", "TrafficSink",
     "run", "NoProgress", "CycleLimitExceeded",
     "CoreArray", "MeshEmulator", "MeshStep", "MeshNoProgress", "MeshCycleLimitExceeded",
+    "SystolicModel", "systolic_reference",
 ]

@@ -1,5 +1,6 @@
 """Amaranth 0.5 RTL of the machine: :class:`Router` and :class:`Fabric` (docs/ARCHITECTURE.md,
-sections 5 and 6), :class:`Core`, :class:`Tile` and :class:`Mesh` (sections 9 and 10)."""
+sections 5 and 6), :class:`Core`, :class:`Tile` and :class:`Mesh` (sections 9 and 10); the prefill
+engine's :class:`SystolicArray` of :class:`ProcessingElement`."""
 
 from .link import LinkSignature, RouteWriteSignature
 from .router import InputQueues, RoundRobinArbiter, Router
@@ -8,7 +9,8 @@ from .build import verilog
 from .core import Core, LoadSignature, LoadTarget, PeekSignature
 from .tile import Tile
 from .mesh import Mesh, mesh_verilog
+from .systolic import ProcessingElement, SystolicArray
 
 __all__ = ["LinkSignature", "RouteWriteSignature", "Router", "InputQueues", "RoundRobinArbiter",
            "Fabric", "verilog", "Core", "LoadSignature", "LoadTarget", "PeekSignature", "Tile",
-           "Mesh", "mesh_verilog"]
+           "Mesh", "mesh_verilog", "ProcessingElement", "SystolicArray"]
