@@ -49,12 +49,13 @@ struct Model {
         ++time;
     }
 
-    // One clock edge: the inputs set before it are this cycle's.
+    // One cycle: settle with the clock low (the inputs set before are this cycle's), then the
+    // rising edge. Two evaluations per cycle; outputs read after it are the next cycle's.
     void clock() {
+        top->clk = 0;
         eval();
         top->clk = 1;
         eval();
-        top->clk = 0;
     }
 };
 
@@ -142,11 +143,12 @@ int main(int argc, char** argv) {
     Status status = CYCLE_LIMIT;
     const auto start = std::chrono::steady_clock::now();
     while (cycles < max_cycles) {
+        top->clk = 0;
         model.eval();
-        idle = top->progress ? 0 : idle + 1;
-        model.clock();
+        idle = top->progress ? 0 : idle + 1;     // this cycle's, before its edge
+        top->clk = 1;
+        model.eval();
         ++cycles;
-        model.eval();
         if (top->trap) { status = TRAP; break; }
         if (top->done) { status = DONE; break; }
         if (idle >= stall_limit) { status = NO_PROGRESS; break; }
@@ -167,7 +169,6 @@ int main(int argc, char** argv) {
     for (int address = 0; address < SRAM_WORDS; ++address) {
         top->peek__addr = address;
         model.clock();
-        model.eval();
         for (int t = 0; t < TILES; ++t) sram[t * SRAM_WORDS + address] = *ports.peek_data[t];
     }
 
