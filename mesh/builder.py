@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .config import ConfigError
-from .isa import (BINARY_VECTOR, BY_NAME, NUM_DESCRIPTORS, NUM_REGISTERS, REDUCIBLE,
+from .isa import (BY_NAME, NUM_DESCRIPTORS, NUM_REGISTERS, REDUCIBLE,
                   EncodingError, Format, OPCODES, encode)
 from .program import CoreImage, MeshProgram
 from .routes import RouteTable

@@ -19,8 +19,8 @@ vector instructions over memory. Each end of a stream is, at random, one vector 
 import random
 from dataclasses import dataclass
 
-from mesh import MeshConfig, Port, isa
-from mesh.builder import CoreBuilder, MeshBuilder
+from mesh import MeshConfig, isa
+from mesh.builder import MeshBuilder
 
 # Registers: r1..r10 are free for random code; r11 return address; r12 loop counter;
 # r13..r15 stream loops (address, count, value).
