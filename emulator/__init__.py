@@ -1,5 +1,6 @@
 """Cycle-exact numpy emulator of the mesh (docs/ARCHITECTURE.md, sections 7, 9 and 10): the
-fabric, the external agents that drive it, and the cores."""
+fabric, the external agents that drive it, and the cores; models of the prefill engine's blocks
+(section 11)."""
 
 from .fabric import FabricEmulator, ProtocolError, StepResult
 from .agents import TrafficSink, TrafficSource
@@ -7,11 +8,12 @@ from .run import CycleLimitExceeded, NoProgress, run
 from .core import CoreArray
 from .mesh import MeshCycleLimitExceeded, MeshEmulator, MeshNoProgress, MeshStep
 from .systolic import SystolicModel, systolic_reference
+from .dma import DmaModel, transfer_cycles
 
 __all__ = [
     "FabricEmulator", "StepResult", "ProtocolError",
     "TrafficSource", "TrafficSink",
     "run", "NoProgress", "CycleLimitExceeded",
     "CoreArray", "MeshEmulator", "MeshStep", "MeshNoProgress", "MeshCycleLimitExceeded",
-    "SystolicModel", "systolic_reference",
+    "SystolicModel", "systolic_reference", "DmaModel", "transfer_cycles",
 ]
