@@ -9,6 +9,7 @@ from .core import CoreArray
 from .mesh import MeshCycleLimitExceeded, MeshEmulator, MeshNoProgress, MeshStep
 from .systolic import SystolicModel, systolic_reference
 from .dma import DmaModel, transfer_cycles
+from .vector_engine import VectorCommand, VectorEngineModel, vector_op
 
 __all__ = [
     "FabricEmulator", "StepResult", "ProtocolError",
@@ -16,4 +17,5 @@ __all__ = [
     "run", "NoProgress", "CycleLimitExceeded",
     "CoreArray", "MeshEmulator", "MeshStep", "MeshNoProgress", "MeshCycleLimitExceeded",
     "SystolicModel", "systolic_reference", "DmaModel", "transfer_cycles",
+    "VectorEngineModel", "VectorCommand", "vector_op",
 ]

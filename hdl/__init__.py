@@ -1,7 +1,7 @@
 """Amaranth 0.5 RTL of the machine: :class:`Router` and :class:`Fabric` (docs/ARCHITECTURE.md,
 sections 5 and 6), :class:`Core`, :class:`Tile` and :class:`Mesh` (sections 9 and 10); the prefill
-engine's :class:`SystolicArray` of :class:`ProcessingElement`, :class:`DmaEngine` and
-:class:`DramModel` (section 11)."""
+engine's :class:`SystolicArray` of :class:`ProcessingElement`, :class:`DmaEngine`,
+:class:`DramModel` and :class:`VectorEngine` (section 11)."""
 
 from .link import LinkSignature, RouteWriteSignature
 from .router import InputQueues, RoundRobinArbiter, Router
@@ -12,8 +12,9 @@ from .tile import Tile
 from .mesh import Mesh, mesh_verilog
 from .systolic import ProcessingElement, SystolicArray
 from .dma import DmaEngine, DramModel
+from .vector_engine import VectorEngine, VectorOp
 
 __all__ = ["LinkSignature", "RouteWriteSignature", "Router", "InputQueues", "RoundRobinArbiter",
            "Fabric", "verilog", "Core", "LoadSignature", "LoadTarget", "PeekSignature", "Tile",
            "Mesh", "mesh_verilog", "ProcessingElement", "SystolicArray", "DmaEngine",
-           "DramModel"]
+           "DramModel", "VectorEngine", "VectorOp"]
