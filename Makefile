@@ -1,5 +1,5 @@
 # Two commands do everything on a fresh machine:
-#   make demo   the main job: a fabric demo on the emulator, with a readable report
+#   make demo   the main job: fabric traffic and a GEMV on the cores (emulator), with a report
 #   make test   the whole test suite (pytest, Amaranth simulator, cocotb on Verilator and Icarus)
 # Each bootstraps the virtual environment in .venv on first use.
 

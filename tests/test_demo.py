@@ -32,6 +32,16 @@ def test_cli_demo_json(capsys):
     assert main(["demo", "--mesh", "3x3", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] and report["mesh"] == "3x3"
+    gemv = report["gemv"]
+    assert gemv["ok"] and gemv["shape"] == [96, 768] and gemv["macs"] == 96 * 768
+    assert gemv["mac_utilization"] > 0.8
+
+
+def test_cli_demo_readable(capsys):
+    assert main(["demo", "--mesh", "2x2"]) == 0
+    out = capsys.readouterr().out
+    assert "OK: every copy arrived exactly once, in order." in out
+    assert "GEMV on the 2x2 mesh's cores" in out and "OK: y equals numpy." in out
 
 
 @pytest.mark.parametrize("shape", ["3y", "1x4", "0x2"])
