@@ -10,7 +10,8 @@ from enum import IntEnum
 
 from .config import ConfigError, _check_int
 
-__all__ = ["DmaError", "DmaKind", "PrefillConfig"]
+__all__ = ["DmaError", "DmaKind", "PrefillConfig", "Op", "Command", "CommandError",
+           "COMMAND_BITS", "COMMAND_FIELDS"]
 
 MIN_N, MAX_N = 2, 32
 MIN_ROWS, MAX_ROWS = 16, 65536
@@ -73,3 +74,83 @@ class PrefillConfig:
     def psum_row_bytes(self):
         """4n: the bytes of one PSUM row (n little-endian int32)."""
         return 4 * self.n
+
+
+# Commands -----------------------------------------------------------------------------------
+#
+# The sequencer runs a list of commands from its command memory, one 128-bit word each
+# (docs/ARCHITECTURE.md section 11, "The sequencer"). Fields, by bit position:
+
+class Op(IntEnum):
+    """A command's operation (bits [3:0]). 0 is reserved, so an all-zero word (memory past the
+    end of a command list) is an error rather than a silent no-op."""
+    DMA = 1        # kind, tag, addr (DRAM bytes), stride (bytes), a (first row), count (rows)
+    WAIT = 2       # tag
+    WEIGHTS = 3    # buffer, a (first SBUF row), count (k rows, 1..n)
+    MATMUL = 4     # buffer, a (first SBUF row), b (first PSUM row), count (m rows), acc
+    VECTOR = 5     # sub (VectorOp), a, b, c (destination), count (rows), addr (multiplier),
+                   # stride (shift)
+    HALT = 6
+
+
+COMMAND_BITS = 128
+COMMAND_FIELDS = {             # name: (lsb, width)
+    "op": (0, 4),
+    "sub": (4, 4),             # DMA kind, or vector op
+    "tag": (8, 4),
+    "buffer": (12, 1),
+    "acc": (13, 1),
+    "a": (16, 16),
+    "b": (32, 16),
+    "c": (48, 16),
+    "count": (64, 16),
+    "addr": (80, 32),          # DMA: DRAM byte address; VECTOR: multiplier (int32, two's complement)
+    "stride": (112, 16),       # DMA: DRAM bytes between rows; VECTOR: shift (0..63)
+}
+
+
+class CommandError(ConfigError):
+    """A command that cannot be encoded or run. The message names the command's index."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """One sequencer command: ``op`` and its fields (see :data:`COMMAND_FIELDS`; unused ones
+    0). ``multiplier`` is carried in ``addr`` (as a signed value here)."""
+    op: Op
+    sub: int = 0
+    tag: int = 0
+    buffer: int = 0
+    acc: int = 0
+    a: int = 0
+    b: int = 0
+    c: int = 0
+    count: int = 0
+    addr: int = 0
+    stride: int = 0
+
+    def encode(self):
+        """The 128-bit command word (raises :class:`CommandError` for a field out of range)."""
+        word = 0
+        for name, (lsb, width) in COMMAND_FIELDS.items():
+            value = int(getattr(self, name))
+            if name == "addr" and self.op == Op.VECTOR and -(1 << 31) <= value < 0:
+                value &= 0xFFFFFFFF            # a negative multiplier, as two's complement
+            if not 0 <= value < (1 << width):
+                raise CommandError(f"{self.op.name} command: {name} = {getattr(self, name)} "
+                                   f"does not fit its {width} bits")
+            word |= value << lsb
+        return word
+
+    @classmethod
+    def decode(cls, word):
+        values = {name: (word >> lsb) & ((1 << width) - 1)
+                  for name, (lsb, width) in COMMAND_FIELDS.items()}
+        try:
+            values["op"] = Op(values["op"])
+        except ValueError:
+            raise CommandError(f"command word 0x{word:032x}: op {values['op']} is not a "
+                               f"command") from None
+        if values["op"] == Op.VECTOR and values["addr"] >> 31:
+            values["addr"] -= 1 << 32
+        return cls(**values)
