@@ -44,7 +44,8 @@ class PrefillConfig:
     may transfer (0 to 1024). ``dma_queue``: row requests that may be outstanding, issued and not
     completed (1 to 64); a stream reaches the bandwidth bound only when the queue covers the
     latency (about ``dram_latency`` x rows per cycle requests), hence the default of 64. The
-    channel timing rule is in :mod:`hdl.dma`.
+    channel timing rule is in :mod:`hdl.dma`. ``commands``: the sequencer's command memory, in
+    128-bit commands (16 to 65536).
     """
     n: int = 8
     sbuf_rows: int = 4096
@@ -53,6 +54,7 @@ class PrefillConfig:
     dram_bandwidth: int = 8
     dram_latency: int = 40
     dma_queue: int = 64
+    commands: int = 4096
 
     def __post_init__(self):
         _check_int("n", self.n, MIN_N, MAX_N)
@@ -64,6 +66,7 @@ class PrefillConfig:
         _check_int("dram_bandwidth", self.dram_bandwidth, 1, 128)
         _check_int("dram_latency", self.dram_latency, 0, 1024)
         _check_int("dma_queue", self.dma_queue, 1, 64)
+        _check_int("commands", self.commands, 16, 65536)
 
     @property
     def sbuf_row_bytes(self):
