@@ -10,6 +10,7 @@ from .mesh import MeshCycleLimitExceeded, MeshEmulator, MeshNoProgress, MeshStep
 from .systolic import SystolicModel, systolic_reference
 from .dma import DmaModel, transfer_cycles
 from .vector_engine import VectorCommand, VectorEngineModel, vector_op
+from .prefill import PrefillEmulator, PrefillError
 
 __all__ = [
     "FabricEmulator", "StepResult", "ProtocolError",
@@ -17,5 +18,5 @@ __all__ = [
     "run", "NoProgress", "CycleLimitExceeded",
     "CoreArray", "MeshEmulator", "MeshStep", "MeshNoProgress", "MeshCycleLimitExceeded",
     "SystolicModel", "systolic_reference", "DmaModel", "transfer_cycles",
-    "VectorEngineModel", "VectorCommand", "vector_op",
+    "VectorEngineModel", "VectorCommand", "vector_op", "PrefillEmulator", "PrefillError",
 ]

@@ -1,7 +1,8 @@
 """Amaranth 0.5 RTL of the machine: :class:`Router` and :class:`Fabric` (docs/ARCHITECTURE.md,
 sections 5 and 6), :class:`Core`, :class:`Tile` and :class:`Mesh` (sections 9 and 10); the prefill
 engine's :class:`SystolicArray` of :class:`ProcessingElement`, :class:`DmaEngine`,
-:class:`DramModel` and :class:`VectorEngine` (section 11)."""
+:class:`DramModel`, :class:`VectorEngine` and the whole :class:`PrefillEngine`
+(section 11)."""
 
 from .link import LinkSignature, RouteWriteSignature
 from .router import InputQueues, RoundRobinArbiter, Router
@@ -13,8 +14,9 @@ from .mesh import Mesh, mesh_verilog
 from .systolic import ProcessingElement, SystolicArray
 from .dma import DmaEngine, DramModel
 from .vector_engine import VectorEngine, VectorOp
+from .prefill import PrefillEngine
 
 __all__ = ["LinkSignature", "RouteWriteSignature", "Router", "InputQueues", "RoundRobinArbiter",
            "Fabric", "verilog", "Core", "LoadSignature", "LoadTarget", "PeekSignature", "Tile",
            "Mesh", "mesh_verilog", "ProcessingElement", "SystolicArray", "DmaEngine",
-           "DramModel", "VectorEngine", "VectorOp"]
+           "DramModel", "VectorEngine", "VectorOp", "PrefillEngine"]

@@ -1,0 +1,280 @@
+"""Programs for the prefill engine (docs/ARCHITECTURE.md section 11, "The sequencer"): the
+tiled GEMM, the decode GEMV baseline, and their closed-form cycle counts.
+
+Layouts (n = the array size, Kt = ceil(K / n), Nt = ceil(N / n), shapes zero-padded to
+multiples of n in the images):
+
+* A (M x K int8), in SBUF rows [0, Kt x M): row kt x M + r holds A[r, kt n : kt n + n]. The DRAM
+  image holds the same rows from byte 0 (one LOAD of Kt x M rows, stride n).
+* B (K x N int8) as T = Kt x Nt weight tiles, used in the order t = nt x Kt + kt: tile t is n rows
+  of n bytes, row i = B[kt n + i, nt n : nt n + n]. In DRAM the tiles follow A, n x n bytes each;
+  only the k = min(n, K - kt n) real rows are loaded (the loader zeroes weight rows k..n-1).
+  In SBUF a ring of ``slots`` tiles follows A (row Kt x M + s x n for slot s).
+* C (M x N int32) in PSUM rows [0, Nt x M): row nt x M + r holds C[r, nt n : nt n + n]; in DRAM
+  the same rows of 4n bytes follow B (one STORE_PSUM).
+
+The command list: LOAD tile 0 (tag 1), LOAD A (tag 0), LOAD tiles 1..S-1 (tags 2..S); then per
+tile t: WAIT its tag, WEIGHTS (buffer t mod 2), [WAIT 0 before the first MATMUL], LOAD tile t + S
+into the slot WEIGHTS t just read (so the DMA runs S tiles ahead of compute), MATMUL (M rows,
+accumulating for kt > 0); then STORE_PSUM of C and HALT. With ``preload=True`` A and B start in
+SBUF (:attr:`GemmProgram.sbuf`, B's T tiles after A) and there is no DMA: WEIGHTS, MATMUL per
+tile, HALT, C stays in PSUM -- the program :func:`gemm_cycles` counts exactly.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mesh.prefill import Command, DmaKind, Op, PrefillConfig
+
+__all__ = ["GemmProgram", "gemm", "gemv_decode", "gemm_cycles", "gemm_matmul_span", "tile_periods",
+           "dram_bound_cycles", "MAX_SLOTS"]
+
+MAX_SLOTS = 15            # weight-tile slots in the ring, tags 1..15 (tag 0: A, then C)
+_MAX_DMA_ROWS = 32768     # rows per DMA command (the count field has 16 bits)
+
+
+def _ceil(a, b):
+    return -(-a // b)
+
+
+@dataclass
+class GemmProgram:
+    """A GEMM program: ``dram`` (the DRAM image, bytes), ``sbuf`` (the initial SBUF, int8, or
+    None), ``commands``, ``expected`` (C, M x N int32); C lands at ``c_addr`` in DRAM
+    (``c_in`` == "dram") or from PSUM row 0 (``c_in`` == "psum") in the layout of the module
+    docstring. ``useful_macs`` = M x K x N."""
+    config: PrefillConfig
+    M: int
+    K: int
+    N: int
+    A: np.ndarray
+    B: np.ndarray
+    expected: np.ndarray
+    dram: bytes
+    sbuf: object
+    commands: list
+    c_in: str
+    c_addr: int
+    slots: int
+
+    @property
+    def tiles(self):
+        return _ceil(self.K, self.config.n) * _ceil(self.N, self.config.n)
+
+    @property
+    def useful_macs(self):
+        return self.M * self.K * self.N
+
+    @property
+    def b_bytes(self):
+        """The bytes of B the program moves from DRAM (the real rows of every tile)."""
+        n, K = self.config.n, self.K
+        return sum(min(n, K - kt * n) * n for kt in range(_ceil(K, n))) * _ceil(self.N, n)
+
+    def unpack_c(self, rows):
+        """C (M x N int32) from its rows (Nt x M, n) int32, as in PSUM or DRAM."""
+        n, M, N = self.config.n, self.M, self.N
+        Nt = _ceil(N, n)
+        rows = np.asarray(rows, dtype=np.int32).reshape(Nt, M, n)
+        return rows.transpose(1, 0, 2).reshape(M, Nt * n)[:, :N]
+
+    def read_c(self, result):
+        """C from a run's result (:class:`emulator.prefill.PrefillResult`)."""
+        n, M = self.config.n, self.M
+        rows = _ceil(self.N, n) * M
+        if self.c_in == "psum":
+            return self.unpack_c(result.psum[:rows])
+        data = np.frombuffer(result.dram, dtype="<i4", count=rows * n, offset=self.c_addr)
+        return self.unpack_c(data.reshape(rows, n))
+
+
+def _operand(name, value, shape, rng):
+    if value is None:
+        return rng.integers(-128, 128, size=shape, dtype=np.int64).astype(np.int8)
+    value = np.asarray(value)
+    if value.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, not {value.shape}")
+    if value.dtype.kind not in "iu" or (value.size and (value.min() < -128
+                                                        or value.max() > 127)):
+        raise ValueError(f"{name} must hold int8 values")
+    return value.astype(np.int8)
+
+
+def gemm(config, M, K, N, *, A=None, B=None, seed=0, slots=2, preload=False):
+    """The tiled GEMM C = A x B (A M x K int8, B K x N int8, C int32) as a
+    :class:`GemmProgram` (layouts and command order in the module docstring). ``A``/``B``
+    default to random int8 from ``seed``. ``slots``: weight tiles in flight (2: double
+    buffering; up to 15). Raises ValueError when the operands do not fit SBUF, PSUM, DRAM or
+    the command memory (no tiling over M yet)."""
+    if not isinstance(config, PrefillConfig):
+        raise TypeError(f"config must be a PrefillConfig, not {config!r}")
+    for name, value in (("M", M), ("K", K), ("N", N)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, not {value!r}")
+    n = config.n
+    Kt, Nt = _ceil(K, n), _ceil(N, n)
+    T = Kt * Nt
+    rng = np.random.default_rng(seed)
+    A = _operand("A", A, (M, K), rng)
+    B = _operand("B", B, (K, N), rng)
+    expected = (A.astype(np.int64) @ B.astype(np.int64)).astype(np.int32)
+
+    Ap = np.zeros((M, Kt * n), dtype=np.int8)
+    Ap[:, :K] = A
+    Bp = np.zeros((Kt * n, Nt * n), dtype=np.int8)
+    Bp[:K, :N] = B
+    a_rows = Ap.reshape(M, Kt, n).transpose(1, 0, 2).reshape(Kt * M, n)      # kt x M + r
+    b_tiles = Bp.reshape(Kt, n, Nt, n).transpose(2, 0, 1, 3).reshape(T * n, n)  # (nt Kt + kt) n + i
+    ks = [min(n, K - kt * n) for kt in range(Kt)]
+    c_rows = Nt * M
+
+    if not 1 <= slots <= MAX_SLOTS:
+        raise ValueError(f"slots must be from 1 to {MAX_SLOTS}, not {slots}")
+    slots = min(slots, T)
+    w_base = Kt * M
+    sbuf_need = w_base + (T * n if preload else slots * n)
+    if sbuf_need > config.sbuf_rows:
+        raise ValueError(f"GEMM {M}x{K}x{N} needs {sbuf_need} SBUF rows (A: {Kt} x {M}, "
+                         f"weights: {sbuf_need - w_base}), the SBUF has {config.sbuf_rows}")
+    if c_rows > config.psum_rows:
+        raise ValueError(f"GEMM {M}x{K}x{N} needs {c_rows} PSUM rows ({Nt} x {M}) for C, "
+                         f"the PSUM has {config.psum_rows}")
+
+    commands = []
+    if preload:
+        sbuf = np.zeros((config.sbuf_rows, n), dtype=np.int8)
+        sbuf[:w_base] = a_rows
+        sbuf[w_base:w_base + T * n] = b_tiles
+        for t in range(T):
+            nt, kt = divmod(t, Kt)
+            commands.append(Command(Op.WEIGHTS, buffer=t % 2, a=w_base + t * n, count=ks[kt]))
+            commands.append(Command(Op.MATMUL, buffer=t % 2, a=kt * M, b=nt * M, count=M,
+                                    acc=int(kt > 0)))
+        commands.append(Command(Op.HALT))
+        dram, c_in, c_addr = b"", "psum", 0
+    else:
+        sbuf = None
+        a_addr, b_addr = 0, Kt * M * n
+        c_addr = b_addr + T * n * n
+        dram_need = c_addr + c_rows * 4 * n
+        if dram_need > config.dram_bytes:
+            raise ValueError(f"GEMM {M}x{K}x{N} needs {dram_need} DRAM bytes, the DRAM has "
+                             f"{config.dram_bytes}")
+        image = bytearray(dram_need)
+        image[a_addr:b_addr] = a_rows.tobytes()
+        image[b_addr:c_addr] = b_tiles.tobytes()
+        dram = bytes(image)
+
+        def load_tile(t):
+            s = t % slots
+            return Command(Op.DMA, sub=DmaKind.LOAD, tag=1 + s, addr=b_addr + t * n * n,
+                           stride=n, a=w_base + s * n, count=ks[t % Kt])
+
+        def chunks(first, rows):
+            for start in range(0, rows, _MAX_DMA_ROWS):
+                yield first + start, min(_MAX_DMA_ROWS, rows - start)
+
+        commands.append(load_tile(0))
+        for row, count in chunks(0, Kt * M):
+            commands.append(Command(Op.DMA, sub=DmaKind.LOAD, tag=0, addr=a_addr + row * n,
+                                    stride=n, a=row, count=count))
+        commands.extend(load_tile(t) for t in range(1, slots))
+        for t in range(T):
+            nt, kt = divmod(t, Kt)
+            s = t % slots
+            commands.append(Command(Op.WAIT, tag=1 + s))
+            commands.append(Command(Op.WEIGHTS, buffer=t % 2, a=w_base + s * n,
+                                    count=ks[kt]))
+            if t == 0:
+                commands.append(Command(Op.WAIT, tag=0))
+            if t + slots < T:
+                commands.append(load_tile(t + slots))
+            commands.append(Command(Op.MATMUL, buffer=t % 2, a=kt * M, b=nt * M, count=M,
+                                    acc=int(kt > 0)))
+        for row, count in chunks(0, c_rows):
+            commands.append(Command(Op.DMA, sub=DmaKind.STORE_PSUM, tag=0,
+                                    addr=c_addr + row * 4 * n, stride=4 * n, a=row,
+                                    count=count))
+        commands.append(Command(Op.HALT))
+        c_in = "dram"
+    if len(commands) > config.commands:
+        raise ValueError(f"GEMM {M}x{K}x{N} needs {len(commands)} commands, the command "
+                         f"memory holds {config.commands}")
+    return GemmProgram(config=config, M=M, K=K, N=N, A=A, B=B, expected=expected, dram=dram,
+                       sbuf=sbuf, commands=commands, c_in=c_in, c_addr=c_addr, slots=slots)
+
+
+def gemv_decode(config, K, N, *, x=None, B=None, seed=0, slots=MAX_SLOTS):
+    """The decode baseline: y = x B for one activation row x (1 x K int8) and B (K x N int8),
+    every weight tile streamed from DRAM, up to ``slots`` tiles ahead of compute. Its cycles
+    follow the DRAM bound (:func:`dram_bound_cycles` of :attr:`GemmProgram.b_bytes`) while a
+    tile's DRAM time n^2 / dram_bandwidth exceeds the compute period of a one-row tile (n + 1
+    and 2n - 3 alternately, see :func:`tile_periods`)."""
+    A = None if x is None else np.asarray(x).reshape(1, K)
+    return gemm(config, 1, K, N, A=A, B=B, seed=seed, slots=slots)
+
+
+def tile_periods(config, M, gap=1):
+    """(a, b): the issue-to-issue distances of consecutive MATMULs of M rows in the
+    WEIGHTS/MATMUL sequence on alternating buffers, no DMA stalls: a for odd k, b for even k
+    (see :func:`gemm_cycles`). Both are M when M >= 3n - 3. ``gap``: the cycle, counted from a
+    MATMUL's issue, in which the next WEIGHTS is looked at (1 in the preloaded program; 2 in
+    the DMA program, whose WAIT before each WEIGHTS issues in between): then
+    a = max(M, n + gap) and b = max(a, M + 3n - 3 - a)."""
+    n = config.n
+    a = max(M, n + gap)
+    return a, max(a, M + 3 * n - 3 - a)
+
+
+def gemm_matmul_span(config, M, K, N, dma=False):
+    """The cycles from the first MATMUL's issue to the last one's: ceil((T - 1) / 2) a +
+    floor((T - 1) / 2) b (:func:`tile_periods`, gap 2 for the DMA program, ``dma=True``, whose
+    WAITs issue with no stall and whose DMA commands find the DMA ready)."""
+    n = config.n
+    T = _ceil(K, n) * _ceil(N, n)
+    a, b = tile_periods(config, M, 2 if dma else 1)
+    return _ceil(T - 1, 2) * a + (T - 1) // 2 * b
+
+
+def gemm_cycles(config, M, K, N):
+    """The exact cycle count of the compute part of the GEMM: the ``preload=True`` program
+    (W_0, X_0, W_1, X_1, ..., W_(T-1), X_(T-1), HALT; W_k = WEIGHTS on buffer k mod 2, X_k =
+    MATMUL of m = M rows on it), T = ceil(K / n) x ceil(N / n).
+
+    Derivation from the issue rules, w_k / c_k the issue cycles of W_k / X_k:
+
+    * w_0 = 0 (command 0 from cycle 0, nothing busy); X_0 needs W_0's last write (w_0 + n) <= c,
+      so c_0 = n.
+    * W_k (k >= 1) is looked at from c_(k-1) + 1; the loader is free from w_(k-1) + n + 1 <=
+      c_(k-1) + 1; buffer k mod 2 was last read by X_(k-2), whose last row was presented in
+      c_(k-2) + m, so it is free when c + 1 >= c_(k-2) + m + 2n - 2:
+      w_k = max(c_(k-1) + 1, c_(k-2) + m + 2n - 3) (the second term only for k >= 2).
+    * X_k needs the streamer free (c >= c_(k-1) + m) and W_k's last write w_k + n <= c:
+      c_k = max(c_(k-1) + m, w_k + n).
+
+    So d_k = c_k - c_(k-1) = max(m, n + 1, [k >= 2] (m + 3n - 3 - d_(k-1))). With a = max(m,
+    n + 1) and P = m + 3n - 3: d_1 = a, d_2 = b = max(a, P - a), d_3 = max(a, P - b) = a (if
+    b = P - a then P - b = a; else P - a <= a), and so on: d alternates a, b, a, b, ...
+    (a = b = m when m >= 3n - 3: one row per cycle with no gap).
+
+    * HALT is looked at from c_(T-1) + 1 and waits for the array: the last row of X_(T-1) is
+      presented in c_(T-1) + m and writes PSUM in c_(T-1) + m + 2n, so HALT issues in
+      h = c_(T-1) + m + 2n + 1 and the run lasts h + 1 cycles.
+
+    Total: n + ceil((T - 1) / 2) a + floor((T - 1) / 2) b + m + 2n + 2.
+    """
+    n = config.n
+    T = _ceil(K, n) * _ceil(N, n)
+    a, b = tile_periods(config, M)
+    return n + _ceil(T - 1, 2) * a + (T - 1) // 2 * b + M + 2 * n + 2
+
+
+def dram_bound_cycles(config, nbytes, row_bytes=None):
+    """The fewest cycles the DRAM channel needs for ``nbytes``: ceil(nbytes / dram_bandwidth),
+    and, with ``row_bytes``, at least one cycle per row (the channel completes at most one row
+    request per cycle)."""
+    bound = _ceil(nbytes, config.dram_bandwidth)
+    if row_bytes:
+        bound = max(bound, _ceil(nbytes, row_bytes))
+    return bound

@@ -1,0 +1,221 @@
+"""The prefill engine emulator (emulator/prefill.py) and its programs (programs/prefill.py):
+GEMM results against numpy, cycles against the closed forms, the decode GEMV against the DRAM
+bound, and every command error."""
+
+import numpy as np
+import pytest
+
+from emulator.prefill import PrefillCycleLimit, PrefillEmulator, PrefillError
+from emulator.vector_engine import VectorOp, vector_op
+from mesh.prefill import Command, DmaKind, Op, PrefillConfig
+from programs.prefill import (dram_bound_cycles, gemm, gemm_cycles, gemm_matmul_span,
+                              gemv_decode, tile_periods)
+
+
+def run(program, array="fast", max_cycles=1_000_000):
+    emu = PrefillEmulator(program.config, program.dram, sbuf=program.sbuf, array=array)
+    return emu.run(program.commands, max_cycles=max_cycles)
+
+
+# Results ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n", [2, 3, 4, 8])
+@pytest.mark.parametrize("preload", [False, True])
+def test_gemm_bit_exact_systolic(n, preload):
+    rng = np.random.default_rng(n)
+    cfg = PrefillConfig(n=n)
+    for _ in range(3):
+        M, K, N = (int(v) for v in rng.integers(1, 3 * n + 2, size=3))
+        program = gemm(cfg, M, K, N, seed=int(rng.integers(1 << 30)), preload=preload)
+        result = run(program, array="systolic")
+        np.testing.assert_array_equal(program.read_c(result), program.expected)
+        assert result.counters["macs"] == program.tiles * M * n * n
+        if preload:
+            assert result.cycles == gemm_cycles(cfg, M, K, N)
+
+
+def test_gemm_extreme_values():
+    cfg = PrefillConfig(n=4)
+    A = np.full((7, 13), -128, dtype=np.int8)
+    B = np.full((13, 6), -128, dtype=np.int8)
+    program = gemm(cfg, 7, 13, 6, A=A, B=B)
+    result = run(program, array="systolic")
+    np.testing.assert_array_equal(program.read_c(result), A.astype(np.int64) @ B)
+
+
+def test_fast_array_matches_systolic():
+    cfg = PrefillConfig(n=3, dram_latency=5)
+    program = gemm(cfg, 4, 10, 8, seed=3)
+    fast, slow = run(program, "fast"), run(program, "systolic")
+    assert fast.cycles == slow.cycles and fast.issue == slow.issue
+    assert fast.dram == slow.dram
+    np.testing.assert_array_equal(fast.psum, slow.psum)
+
+
+# Closed forms -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 8])
+def test_gemm_cycles_exact_preloaded(n):
+    cfg = PrefillConfig(n=n)
+    for M in (1, 2, 3, n, 2 * n, 3 * n - 4, 3 * n - 3, 3 * n - 2, 40):
+        if M < 1:
+            continue
+        for K, N in ((1, 1), (n, n), (n + 1, 2 * n), (3 * n, n - 1), (2 * n, 3 * n + 1)):
+            program = gemm(cfg, M, K, N, seed=M, preload=True)
+            result = run(program)
+            assert result.cycles == gemm_cycles(cfg, M, K, N), (n, M, K, N)
+            np.testing.assert_array_equal(program.read_c(result), program.expected)
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 8])
+def test_gemm_matmul_span_with_fast_dma(n):
+    cfg = PrefillConfig(n=n, dram_bandwidth=128, dram_latency=0)
+    for M in (1, 3, 5, 3 * n - 3, 21):
+        for K, N in ((n, n), (2 * n + 1, 3 * n - 1), (3 * n, 2 * n)):
+            program = gemm(cfg, M, K, N, seed=M, slots=4)
+            result = run(program)
+            matmuls = [result.issue[i] for i, c in enumerate(program.commands)
+                       if c.op == Op.MATMUL]
+            assert matmuls[-1] - matmuls[0] == gemm_matmul_span(cfg, M, K, N, dma=True)
+            np.testing.assert_array_equal(program.read_c(result), program.expected)
+
+
+def test_tile_periods():
+    cfg = PrefillConfig(n=8)
+    assert tile_periods(cfg, 21) == (21, 21)      # M >= 3n - 3: no gap
+    assert tile_periods(cfg, 20) == (20, 21)
+    assert tile_periods(cfg, 1) == (9, 13)
+    assert gemm_cycles(cfg, 64, 64, 64) == 8 + 63 * 64 + 64 + 16 + 2
+
+
+def test_dram_bound():
+    cfg = PrefillConfig(n=8, dram_bandwidth=3)
+    assert dram_bound_cycles(cfg, 10) == 4
+    assert dram_bound_cycles(cfg, 64, row_bytes=8) == 22
+    assert dram_bound_cycles(PrefillConfig(n=8, dram_bandwidth=16), 64, row_bytes=8) == 8
+
+
+@pytest.mark.parametrize("bandwidth", [1, 2, 4, 8])
+def test_gemv_decode_follows_dram_bound(bandwidth):
+    """Within 5% of bytes(B) / bandwidth while a tile's DRAM time (n^2 / bandwidth) exceeds the
+    one-row tile period ((a + b) / 2 = 11 cycles at n = 8); at bandwidth 8 the weight loader
+    bounds it instead (within 5% of the MATMUL span)."""
+    for K, N in ((256, 128), (512, 64)):
+        cfg = PrefillConfig(n=8, dram_bandwidth=bandwidth, commands=8192)
+        program = gemv_decode(cfg, K, N, seed=K)
+        result = run(program)
+        np.testing.assert_array_equal(program.read_c(result), program.expected)
+        bound = dram_bound_cycles(cfg, program.b_bytes)
+        compute = gemm_matmul_span(cfg, 1, K, N, dma=True)
+        assert max(bound, compute) <= result.cycles <= 1.05 * max(bound, compute)
+        if bandwidth <= 4:
+            assert result.cycles <= 1.05 * bound
+
+
+# Vector commands through the engine ----------------------------------------------------------
+
+def test_matmul_then_requant():
+    cfg = PrefillConfig(n=4)
+    program = gemm(cfg, 6, 8, 4, seed=5, preload=True)
+    commands = program.commands[:-1] + [
+        Command(Op.VECTOR, sub=VectorOp.REQUANT, a=0, c=200, count=6, addr=-(1 << 20),
+                stride=12),
+        Command(Op.HALT)]
+    emu = PrefillEmulator(cfg, sbuf=program.sbuf)
+    result = emu.run(commands)
+    expected = vector_op(VectorOp.REQUANT, program.expected.astype(np.int64),
+                         multiplier=-(1 << 20), shift=12)
+    np.testing.assert_array_equal(result.sbuf[200:206], expected)
+    vec = result.issue[-2]
+    assert result.cycles == vec + 6 + 2 + 1        # HALT after vector_busy (c + 1 .. c + R + 1)
+
+
+# Errors -------------------------------------------------------------------------------------
+
+CFG = PrefillConfig(n=4, sbuf_rows=64, psum_rows=32, dram_bytes=1024, commands=16)
+
+ERRORS = [
+    (Command(Op.DMA, sub=3, count=1), "DmaError.KIND"),
+    (Command(Op.DMA, sub=DmaKind.LOAD, a=60, count=5, stride=4), "DmaError.ROWS"),
+    (Command(Op.DMA, sub=DmaKind.STORE_PSUM, count=0), "DmaError.ROWS"),
+    (Command(Op.DMA, sub=DmaKind.LOAD, addr=1020, stride=4, count=2), "DmaError.DRAM"),
+    (Command(Op.WEIGHTS, count=0), "WEIGHTS count 0 outside 1..4"),
+    (Command(Op.WEIGHTS, count=5), "WEIGHTS count 5 outside 1..4"),
+    (Command(Op.WEIGHTS, a=62, count=3), "WEIGHTS SBUF rows 62..64 past the 64 rows"),
+    (Command(Op.MATMUL, count=0), "MATMUL count 0"),
+    (Command(Op.MATMUL, a=60, count=5), "MATMUL SBUF rows 60..64 past the 64 rows"),
+    (Command(Op.MATMUL, b=30, count=3), "MATMUL PSUM rows 30..32 past the 32 rows"),
+    (Command(Op.VECTOR, sub=9), "VECTOR op 9 above ROWSUM"),
+    (Command(Op.VECTOR, sub=VectorOp.REQUANT, c=63, count=2),
+     "VECTOR REQUANT: SBUF rows c 63..64 past the 64 rows"),
+    (Command(Op.VECTOR, sub=VectorOp.ADD32, b=31, count=2),
+     "VECTOR ADD32: PSUM rows b 31..32 past the 32 rows"),
+    (Command(Op.VECTOR, sub=VectorOp.LOAD_TABLE, a=0),      # 64 rows of 4: fits
+     None),
+    (Command(Op.VECTOR, sub=VectorOp.LOAD_TABLE, a=1),
+     "VECTOR LOAD_TABLE: SBUF rows a 1..64 past the 64 rows"),
+    (Command(Op.VECTOR, sub=VectorOp.REQUANT, stride=64), "VECTOR shift 64 above 63"),
+]
+
+
+@pytest.mark.parametrize("command, check", ERRORS)
+def test_command_errors(command, check):
+    emu = PrefillEmulator(CFG)
+    commands = [Command(Op.WEIGHTS, count=1), command, Command(Op.HALT)]
+    if check is None:
+        emu.run(commands)
+        return
+    with pytest.raises(PrefillError) as info:
+        emu.run(commands)
+    error = info.value
+    assert error.index == 1 and error.command.encode() == command.encode()
+    assert check in error.check
+    message = str(error)
+    assert message.startswith(f"command 1 (Command(op={command.op!r}") and check in message
+    assert error.cycle == emu.cycle
+
+
+def test_error_waits_for_issue_conditions():
+    """A bad WEIGHTS stops the engine in the cycle it would issue: after the loader is free."""
+    emu = PrefillEmulator(CFG)
+    with pytest.raises(PrefillError) as info:
+        emu.run([Command(Op.WEIGHTS, count=4), Command(Op.WEIGHTS, count=0)])
+    assert info.value.cycle == 5                 # loader writes in cycles 1..4
+
+
+def test_reserved_op_word():
+    emu = PrefillEmulator(CFG)
+    with pytest.raises(PrefillError, match=r"command 1 \(no command\).*reserved op 7"):
+        emu.run([Command(Op.WEIGHTS, count=1).encode(), 7])
+
+
+def test_running_off_the_end():
+    emu = PrefillEmulator(CFG)
+    with pytest.raises(PrefillError, match=r"command 2 .*reserved op 0") as info:
+        emu.run([Command(Op.WEIGHTS, count=2), Command(Op.MATMUL, count=1)])
+    assert info.value.index == 2 and info.value.cycle == 5     # MATMUL in 4
+
+
+def test_past_the_command_memory():
+    emu = PrefillEmulator(CFG)
+    with pytest.raises(PrefillError, match="command index 16 past the command memory of 16"):
+        emu.run([Command(Op.MATMUL, count=1)] * 16)
+    with pytest.raises(ValueError, match="do not fit"):
+        emu.load([Command(Op.HALT)] * 17)
+
+
+def test_cycle_limit():
+    emu = PrefillEmulator(CFG)
+    with pytest.raises(PrefillCycleLimit, match="no HALT within 100 cycles") as info:
+        emu.run([Command(Op.WAIT, tag=3), Command(Op.HALT)], max_cycles=100)
+    assert info.value.index == 0
+
+
+def test_shape_does_not_fit():
+    cfg = PrefillConfig(n=4, sbuf_rows=64, psum_rows=32)
+    with pytest.raises(ValueError, match="SBUF rows"):
+        gemm(cfg, 20, 16, 4)
+    with pytest.raises(ValueError, match="PSUM rows"):
+        gemm(cfg, 8, 4, 20)
+    with pytest.raises(ValueError, match="DRAM bytes"):
+        gemm(PrefillConfig(n=4, dram_bytes=1024), 16, 16, 16)
