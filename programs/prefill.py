@@ -1,5 +1,6 @@
 """Programs for the prefill engine (docs/ARCHITECTURE.md section 11, "The sequencer"): the
-tiled GEMM, the decode GEMV baseline, and their closed-form cycle counts.
+tiled GEMM and its closed-form cycle counts, and the x-stationary decode GEMV
+(:func:`gemv_decode`, its own layout in its docstring).
 
 Layouts (n = the array size, Kt = ceil(K / n), Nt = ceil(N / n), shapes zero-padded to
 multiples of n in the images):
@@ -27,8 +28,8 @@ import numpy as np
 
 from mesh.prefill import Command, DmaKind, Op, PrefillConfig
 
-__all__ = ["GemmProgram", "gemm", "gemv_decode", "gemm_cycles", "gemm_matmul_span", "tile_periods",
-           "dram_bound_cycles", "MAX_SLOTS"]
+__all__ = ["GemmProgram", "GemvProgram", "gemm", "gemv_decode", "gemm_cycles", "gemm_matmul_span",
+           "tile_periods", "dram_bound_cycles", "MAX_SLOTS"]
 
 MAX_SLOTS = 15            # weight-tile slots in the ring, tags 1..15 (tag 0: A, then C)
 _MAX_DMA_ROWS = 32768     # rows per DMA command (the count field has 16 bits)
@@ -205,14 +206,202 @@ def gemm(config, M, K, N, *, A=None, B=None, seed=0, slots=2, preload=False):
                        sbuf=sbuf, commands=commands, c_in=c_in, c_addr=c_addr, slots=slots)
 
 
-def gemv_decode(config, K, N, *, x=None, B=None, seed=0, slots=MAX_SLOTS):
-    """The decode baseline: y = x B for one activation row x (1 x K int8) and B (K x N int8),
-    every weight tile streamed from DRAM, up to ``slots`` tiles ahead of compute. Its cycles
-    follow the DRAM bound (:func:`dram_bound_cycles` of :attr:`GemmProgram.b_bytes`) while a
-    tile's DRAM time n^2 / dram_bandwidth exceeds the compute period of a one-row tile (n + 1
-    and 2n - 3 alternately, see :func:`tile_periods`)."""
-    A = None if x is None else np.asarray(x).reshape(1, K)
-    return gemm(config, 1, K, N, A=A, B=B, seed=seed, slots=slots)
+@dataclass
+class GemvProgram:
+    """A decode GEMV program (:func:`gemv_decode`): ``dram`` (the DRAM image: B^T by K tile
+    from ``b_addr``, then, with ``x_in`` == "dram", the x tiles at ``x_addr``), ``sbuf`` (the
+    initial SBUF: the x tiles from row 0 when ``x_in`` == "sbuf", else None), ``commands``,
+    ``expected`` (y as a 1 x N int32 array, like a GEMM's C). y stays in PSUM: y[j] is column 0
+    of PSUM row j (:meth:`read_y`; :meth:`read_c` gives it as 1 x N). ``M`` = 1 and ``A`` = x
+    (1 x K) keep the :class:`GemmProgram` names."""
+    config: PrefillConfig
+    K: int
+    N: int
+    x: np.ndarray
+    B: np.ndarray
+    expected: np.ndarray
+    dram: bytes
+    sbuf: object
+    commands: list
+    slots: int
+    piece: int
+    x_in: str
+    b_addr: int
+    x_addr: int
+    M: int = 1
+    c_in: str = "psum"
+
+    @property
+    def A(self):
+        return self.x.reshape(1, self.K)
+
+    @property
+    def tiles(self):
+        """K tiles: one WEIGHTS (an x tile) each."""
+        return _ceil(self.K, self.config.n)
+
+    @property
+    def pieces(self):
+        return self.tiles * _ceil(self.N, self.piece)
+
+    @property
+    def useful_macs(self):
+        return self.K * self.N
+
+    @property
+    def b_bytes(self):
+        """The bytes of B the program moves from DRAM: ceil(K / n) x N rows of n bytes (K x N
+        when n divides K)."""
+        return self.tiles * self.N * self.config.n
+
+    @property
+    def x_bytes(self):
+        """The bytes of x moved from DRAM (0 when x starts in SBUF)."""
+        return self.K * self.config.n if self.x_in == "dram" else 0
+
+    def read_y(self, result):
+        """y (N int32) from a run's result: column 0 of PSUM rows 0..N-1."""
+        return np.asarray(result.psum[:self.N, 0], dtype=np.int32).copy()
+
+    def read_c(self, result):
+        """y as a 1 x N array (the :meth:`GemmProgram.read_c` shape)."""
+        return self.read_y(result).reshape(1, self.N)
+
+
+def gemv_decode(config, K, N, *, x=None, B=None, seed=0, slots=5, piece=None, x_in="sbuf"):
+    """The decode GEMV y = x B (x 1 x K int8, B K x N int8, y int32), x-stationary, as a
+    :class:`GemvProgram`. Kt = ceil(K / n) K tiles; for K tile kt:
+
+    * the weight tile holds x: weight row i = [x[kt n + i], 0, ..., 0] (only column 0 is used;
+      k = min(n, K - kt n) rows, the loader zeroes the rest). These Kt x n rows are the first
+      rows of SBUF (``x_in`` == "sbuf", the default: in decode x is the previous layer's
+      output, already on chip) or are loaded from DRAM first (``x_in`` == "dram": K x n more
+      bytes, n / N of B's, not counted in :attr:`GemvProgram.b_bytes`);
+    * B is streamed as activations: row j of K tile kt is B[kt n : kt n + n, j] (zero padded),
+      so DRAM holds B^T chunked by K tile (row kt N + j, n bytes each, from ``b_addr`` = 0);
+    * MATMULs of these N rows accumulate into PSUM rows 0..N-1 (acc for kt > 0): column 0 of
+      PSUM row j ends as y[j]; columns 1..n-1 stay 0. y is not stored (a PSUM row is 4n bytes
+      per y element: storing it would cost 4n / K of B's DRAM time).
+
+    The B^T stream is cut into **pieces** of at most ``piece`` rows, each within one K tile
+    (ceil(N / piece) per K tile), loaded into a ring of ``slots`` SBUF slots after the x tiles
+    (tags 1..slots). The command list: LOAD pieces 0..slots-2, WEIGHTS x tile 0; then per
+    piece p: [WEIGHTS x tile kt (buffer kt mod 2) if p is the first piece of K tile kt > 0],
+    WAIT p, MATMUL p, LOAD piece p + slots - 1 (into the slot MATMUL p - 1 read, which had
+    finished streaming when MATMUL p issued); HALT.
+
+    A LOAD holds the sequencer until the DMA takes it, i.e. until the previous transfer's last
+    row request is issued, so the LOADs must run far enough ahead to reach the DMA in time
+    ((slots - 2) x piece >= about dram_latency + 8) and not so far that they hold up the
+    WAIT/MATMUL of pieces already in SBUF (the array lags the data by about one piece). The
+    defaults: ``slots`` = 5 and ``piece`` = max(16, ceil((dram_latency + 8) / 3)), doubled
+    while the list (about 3 commands a piece) would not fit ``config.commands`` (so 1024 x 256
+    at n = 8 with 4096 commands uses pieces of 32 rows).
+
+    Cycles: the DMA streams B^T with no gap, n / dram_bandwidth cycles per row (as long as
+    ``dma_queue`` covers the latency: dram_latency x dram_bandwidth / n requests), and the
+    array consumes one row per cycle, so the run lasts the DRAM bound (:func:`dram_bound_cycles`
+    of :attr:`GemvProgram.b_bytes`) plus fixed costs: the first request's latency
+    (``dram_latency`` + 2), the last piece's MATMUL after it lands (``piece`` rows), the array
+    latency 2n, and HALT: 77 cycles at n = 8, latency 40, piece 16 (93..123 with pieces of 32).
+    The 5% bar therefore holds once B's DRAM time is >= ~20x that, about 1600 cycles: measured
+    at n = 8, latency 40, for 256 x 256, 512 x 128 and 1024 x 256 at every bandwidth 1, 2, 4,
+    8 (worst 0.94%, 256 x 256 and 512 x 128 at bandwidth 8); a 64 x 64 GEMV at bandwidth 8
+    (512 cycles of DRAM) misses it (589 cycles, +15%), 128 x 64 (1024) is at +7.5%. With
+    ``x_in`` == "dram" the x tiles (K x n bytes) come first, adding K x n / bandwidth cycles.
+    """
+    if not isinstance(config, PrefillConfig):
+        raise TypeError(f"config must be a PrefillConfig, not {config!r}")
+    for name, value in (("K", K), ("N", N)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, not {value!r}")
+    if not 2 <= slots <= MAX_SLOTS:
+        raise ValueError(f"slots must be from 2 to {MAX_SLOTS}, not {slots}")
+    if piece is not None and (not isinstance(piece, int) or not 1 <= piece <= _MAX_DMA_ROWS):
+        raise ValueError(f"piece must be from 1 to {_MAX_DMA_ROWS}, not {piece!r}")
+    if x_in not in ("sbuf", "dram"):
+        raise ValueError(f"x_in must be 'sbuf' or 'dram', not {x_in!r}")
+    if N > config.psum_rows:
+        raise ValueError(f"GEMV {K}x{N} needs {N} PSUM rows for y, the PSUM has "
+                         f"{config.psum_rows}")
+    n = config.n
+    Kt = _ceil(K, n)
+    rng = np.random.default_rng(seed)
+    x = _operand("x", None if x is None else np.asarray(x).reshape(1, K), (1, K), rng)
+    B = _operand("B", B, (K, N), rng)
+    expected = (x.astype(np.int64) @ B.astype(np.int64)).astype(np.int32)
+
+    xp = np.zeros(Kt * n, dtype=np.int8)
+    xp[:K] = x[0]
+    x_rows = np.zeros((Kt * n, n), dtype=np.int8)      # row kt n + i = [x[kt n + i], 0, ...]
+    x_rows[:, 0] = xp
+    Bp = np.zeros((Kt * n, N), dtype=np.int8)
+    Bp[:K] = B
+    bt_rows = Bp.reshape(Kt, n, N).transpose(0, 2, 1).reshape(Kt * N, n)   # row kt N + j
+    ks = [min(n, K - kt * n) for kt in range(Kt)]
+
+    if piece is None:
+        piece = max(16, _ceil(config.dram_latency + 8, 3))
+        # fewer, larger pieces when the command list would not fit (3 commands a piece)
+        while piece < N and 3 * Kt * _ceil(N, piece) + 2 * Kt + 4 > config.commands:
+            piece *= 2
+    piece = min(piece, N)
+    pieces = [(kt, j, min(piece, N - j)) for kt in range(Kt) for j in range(0, N, piece)]
+    P = len(pieces)
+    slots = min(slots, P + 1)
+    ring = Kt * n                                       # SBUF: x tiles, then the ring
+    sbuf_need = ring + slots * piece
+    if sbuf_need > config.sbuf_rows:
+        raise ValueError(f"GEMV {K}x{N} needs {sbuf_need} SBUF rows (x: {Kt} x {n}, ring: "
+                         f"{slots} x {piece}), the SBUF has {config.sbuf_rows}")
+    b_addr = 0
+    x_addr = b_addr + Kt * N * n
+    dram_need = x_addr + (Kt * n * n if x_in == "dram" else 0)
+    if dram_need > config.dram_bytes:
+        raise ValueError(f"GEMV {K}x{N} needs {dram_need} DRAM bytes, the DRAM has "
+                         f"{config.dram_bytes}")
+    image = bytearray(dram_need)
+    image[b_addr:x_addr] = bt_rows.tobytes()
+    if x_in == "dram":
+        image[x_addr:dram_need] = x_rows.tobytes()
+        sbuf = None
+    else:
+        sbuf = np.zeros((config.sbuf_rows, n), dtype=np.int8)
+        sbuf[:ring] = x_rows
+
+    def load_piece(p):
+        kt, j, rows = pieces[p]
+        s = p % slots
+        return Command(Op.DMA, sub=DmaKind.LOAD, tag=1 + s, addr=b_addr + (kt * N + j) * n,
+                       stride=n, a=ring + s * piece, count=rows)
+
+    def weights(kt):
+        return Command(Op.WEIGHTS, buffer=kt % 2, a=kt * n, count=ks[kt])
+
+    commands = []
+    if x_in == "dram":
+        for row in range(0, Kt * n, _MAX_DMA_ROWS):
+            commands.append(Command(Op.DMA, sub=DmaKind.LOAD, tag=0, addr=x_addr + row * n,
+                                    stride=n, a=row, count=min(_MAX_DMA_ROWS, Kt * n - row)))
+    commands.extend(load_piece(p) for p in range(min(slots - 1, P)))
+    if x_in == "dram":
+        commands.append(Command(Op.WAIT, tag=0))
+    commands.append(weights(0))
+    for p, (kt, j, rows) in enumerate(pieces):
+        if j == 0 and kt > 0:
+            commands.append(weights(kt))
+        commands.append(Command(Op.WAIT, tag=1 + p % slots))
+        commands.append(Command(Op.MATMUL, buffer=kt % 2, a=ring + (p % slots) * piece, b=j,
+                                count=rows, acc=int(kt > 0)))
+        if p + slots - 1 < P:
+            commands.append(load_piece(p + slots - 1))
+    commands.append(Command(Op.HALT))
+    if len(commands) > config.commands:
+        raise ValueError(f"GEMV {K}x{N} needs {len(commands)} commands, the command memory "
+                         f"holds {config.commands}")
+    return GemvProgram(config=config, K=K, N=N, x=x[0], B=B, expected=expected, dram=bytes(image),
+                       sbuf=sbuf, commands=commands, slots=slots, piece=piece, x_in=x_in,
+                       b_addr=b_addr, x_addr=x_addr)
 
 
 def tile_periods(config, M, gap=1):
