@@ -4,6 +4,9 @@
     wafer run PROGRAM [--mesh WxH] [--backend emulator|verilator|amaranth] [--json]
                       [--size NAME=VALUE ...] [--seed S] [--max-cycles N] [--waves FILE]
     wafer bench gemv [--sizes ...] [--rtl-sizes ...] [--json [FILE]]
+    wafer bench prefill [--shapes MxKxN,...] [--bandwidths B,...] [--decode KxN,...]
+                        [--decode-bandwidths B,...] [--n N] [--latency L] [--seed S]
+                        [--json [FILE]] [--quick]
     wafer bench fabric [--sizes ...] [--rtl-sizes ...] [--loads ...] [--cycles N] [--seed S]
                        [--json [FILE]] [--quick]
 
@@ -97,6 +100,33 @@ def _parser():
                             metavar="FILE",
                             help="write the JSON report to FILE (default: %(default)s); without "
                                  "FILE, print it to stdout instead of the table")
+    prefill = benchmarks.add_parser(
+        "prefill", help="GEMMs and decode GEMVs on the prefill engine at several DRAM bandwidths",
+        description="A tiny transformer's prefill GEMMs (A and B from DRAM, C stored back) and "
+                    "decode GEMVs on the prefill engine's emulator: cycles, utilization, the "
+                    "closed-form compute cycles, DMA stalls, DRAM bytes and bounds, and "
+                    "SCALE-Sim's weight-stationary count. Every result is checked against numpy.")
+    prefill.add_argument("--shapes", metavar="MxKxN,...",
+                         help="GEMM shapes; 'none' for no GEMMs (default: 64x64x64,64x64x256,"
+                              "64x256x64,64x256x256,64x256x1024,256x256x256)")
+    prefill.add_argument("--bandwidths", metavar="B,...",
+                         help="DRAM bytes per cycle for the GEMMs, 1 to 128 (default: 1,4,16,64)")
+    prefill.add_argument("--decode", metavar="KxN,...",
+                         help="decode GEMV shapes (1 x K x N); 'none' for none "
+                              "(default: 256x256,1024x256)")
+    prefill.add_argument("--decode-bandwidths", metavar="B,...",
+                         help="DRAM bytes per cycle for the GEMVs (default: 1,2,4,8)")
+    prefill.add_argument("--n", metavar="N", help="array size, 2 to 32 (default: 8)")
+    prefill.add_argument("--latency", metavar="L",
+                         help="DRAM latency in cycles, 0 to 1024 (default: 40)")
+    prefill.add_argument("--seed", metavar="S", help="operand seed (default: 1)")
+    prefill.add_argument("--json", nargs="?", const="-", default="results/bench_prefill.json",
+                         metavar="FILE",
+                         help="write the JSON report to FILE (default: %(default)s); without "
+                              "FILE, print it to stdout instead of the tables")
+    prefill.add_argument("--quick", action="store_true",
+                         help="a short sweep (16x16x16 and 32x16x32 at 1 and 64 B/cycle, "
+                              "1x64x32 at 1 and 8); explicit options still apply")
     fabric.add_argument("--quick", action="store_true",
                         help="a short sweep (8x8 emulator, 4x4 RTL, loads 0.1,0.5,1.0, "
                              "1000 cycles); explicit options still apply")
@@ -228,6 +258,99 @@ def _bench_gemv(args):
     return 0
 
 
+def _dims(text, option, count):
+    """Comma-separated shapes of ``count`` positive integers joined by 'x'; 'none': ()."""
+    if text.strip().lower() == "none":
+        return ()
+    shapes = []
+    for part in text.split(","):
+        fields = part.strip().lower().split("x")
+        try:
+            dims = tuple(int(field) for field in fields)
+        except ValueError:
+            dims = ()
+        if len(dims) != count or min(dims) < 1:
+            form = "x".join("MKN"[3 - count:])
+            raise UsageError(f"{option}: {part.strip()!r} is not a shape {form} of positive "
+                             f"integers")
+        shapes.append(dims)
+    return tuple(shapes)
+
+
+def _bandwidths(text, option):
+    values = []
+    for part in text.split(","):
+        value = _integer(part.strip(), option, 1)
+        if value > 128:
+            raise UsageError(f"{option}: at most 128 bytes per cycle, not {value}")
+        values.append(value)
+    return tuple(values)
+
+
+def _prefill_sweep(args):
+    from wafer.bench_prefill import QUICK, PrefillSweep
+
+    values = dict(QUICK) if args.quick else {}
+    if args.shapes is not None:
+        values["shapes"] = _dims(args.shapes, "--shapes", 3)
+    if args.bandwidths is not None:
+        values["bandwidths"] = _bandwidths(args.bandwidths, "--bandwidths")
+    if args.decode is not None:
+        values["decode_shapes"] = _dims(args.decode, "--decode", 2)
+    if args.decode_bandwidths is not None:
+        values["decode_bandwidths"] = _bandwidths(args.decode_bandwidths,
+                                                  "--decode-bandwidths")
+    if args.n is not None:
+        values["n"] = _integer(args.n, "--n", 2)
+    if args.latency is not None:
+        values["latency"] = _integer(args.latency, "--latency", 0)
+    if args.seed is not None:
+        values["seed"] = _integer(args.seed, "--seed", 0)
+    sweep = PrefillSweep(**values)
+    if not (sweep.shapes and sweep.bandwidths) and not (sweep.decode_shapes
+                                                        and sweep.decode_bandwidths):
+        raise UsageError("nothing to run: no GEMM shapes or bandwidths, and no decode shapes "
+                         "or bandwidths")
+    try:
+        sweep.check()
+    except ValueError as error:     # ConfigError too: an array size or latency out of range
+        raise UsageError(str(error)) from None
+    return sweep
+
+
+def _bench_prefill(args):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
+        TimeElapsedColumn
+
+    from wafer.bench_prefill import PrefillMismatch, render_prefill, run_prefill_sweep, \
+        write_json
+
+    sweep = _prefill_sweep(args)
+    to_stdout = args.json == "-"
+    console = Console(stderr=to_stdout)
+    if console.width < 140:
+        # The GEMM table has eleven columns: a narrow terminal wraps its lines rather than
+        # rich truncating every cell.
+        console = Console(stderr=to_stdout, width=140)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=console, transient=True,
+                      disable=not console.is_terminal) as progress:
+            report = run_prefill_sweep(sweep, progress)
+    except PrefillMismatch as error:
+        console.print(f"FAILED: {error}", style="bold red", markup=False, highlight=False)
+        return 1
+    if to_stdout:
+        print(json.dumps(report, indent=1))
+    else:
+        render_prefill(report, console)
+        write_json(report, args.json)
+        console.print(f"JSON report: {args.json}")
+    return 0
+
+
 def _demo(args):
     """Check ``--mesh`` here, so that a bad shape is a one-line usage error, and hand the
     arguments (``mesh`` a "WxH" string or None, ``json`` a bool) to the demo."""
@@ -252,6 +375,8 @@ def main(argv=None):
             status = run_command(args)
         elif args.benchmark == "gemv":
             status = _bench_gemv(args)
+        elif args.benchmark == "prefill":
+            status = _bench_prefill(args)
         else:
             status = _bench_fabric(args)
     except (UsageError, ConfigError) as error:
