@@ -667,3 +667,18 @@ def test_dma_write_wins_over_the_vector_engine(dma_row):
     else:
         assert np.array_equal(run.sbuf[10 - i:11], added)
     compare_with_emulator(commands, sbuf=sbuf, dram=dram)
+
+
+@pytest.mark.parametrize("M, K, N", [(9, 8, 8), (3, 5, 7), (12, 4, 8)])
+def test_rtl_gemm_takes_exactly_the_closed_form_cycles(M, K, N):
+    """The tiler's GEMM (operands preloaded in SBUF) on the RTL: C equals numpy, and the run
+    takes exactly ``gemm_cycles``, as the emulator does (tests/test_prefill_emulator.py)."""
+    from programs.prefill import gemm, gemm_cycles
+
+    config = small(psum_rows=32)
+    program = gemm(config, M, K, N, seed=M * K * N, preload=True)
+    run = run_engine(program.commands, config, sbuf=program.sbuf)
+    assert run.done and not run.error
+    assert run.cycles == gemm_cycles(config, M, K, N)
+    rows = -(-N // config.n) * M
+    assert np.array_equal(program.unpack_c(run.psum[:rows]), program.expected)
