@@ -20,7 +20,7 @@ from amaranth.lib.wiring import In, Out
 
 from mesh.prefill import COMMAND_BITS, COMMAND_FIELDS, DmaKind, Op, PrefillConfig
 
-from .dma import DmaEngine, DramModel
+from .dma import DmaEngine, DramModel, DramRequest, DramResponse
 from .systolic import SystolicArray
 from .vector_engine import VectorEngine, VectorOp, table_rows
 
@@ -116,6 +116,12 @@ class PrefillEngine(wiring.Component):
         The DRAM's initial contents from byte 0 (the rest zero).
     sbuf, psum : sequence of rows or None
         Initial contents (rows of n ints; SBUF int8, PSUM int32; missing rows zero).
+    external_dram : bool
+        False (default): the engine holds its :class:`~hdl.dma.DramModel`. True: it has none;
+        the DMA's DRAM channel is exposed as the members ``dram_req`` and ``dram_resp`` (below)
+        for a DRAM model outside the engine (e.g. a cocotb coroutine), which must then follow
+        the channel rule of :mod:`hdl.dma` itself (``dram_req.ready`` bounds the outstanding
+        requests; the DMA counts at most ``dma_queue`` of them). ``dram`` must then be None.
 
     Members
     -------
@@ -132,7 +138,15 @@ class PrefillEngine(wiring.Component):
     issue_index : :py:`Out(range(commands + 1))`
         The index of the command looked at (the program counter).
     dram_error : :py:`Out(1)`
-        The DRAM model's sticky out-of-range flag (never set when the checks are right).
+        The DRAM model's sticky out-of-range flag (never set when the checks are right). With
+        ``external_dram``: sticky, set at the end of a cycle with ``dram_resp.valid`` and
+        ``dram_resp.error`` both high.
+    dram_req : :py:`Out(DramRequest(config, dma.meta_bits))`
+        Only with ``external_dram``: the DMA's row requests (``valid``, ``write``, ``addr``,
+        ``count``, ``data``, ``meta`` out; ``ready`` in; issued when ``valid`` and ``ready``).
+    dram_resp : :py:`In(DramResponse(config, dma.meta_bits))`
+        Only with ``external_dram``: completions into the DMA (``valid`` in the completion
+        cycle, ``write`` and ``meta`` as issued, ``error``, a read's ``data``).
 
     Attributes
     ----------
@@ -141,14 +155,20 @@ class PrefillEngine(wiring.Component):
         Read or write them in a simulation test bench with ``ctx.get(memory.data[i])``.
     array : :class:`SystolicArray`
     dma : :class:`DmaEngine`
-    dram_model : :class:`DramModel`
-        Its ``banks`` hold the DRAM bytes (see :meth:`dram_location`).
+    dram_model : :class:`DramModel` or None
+        Its ``banks`` hold the DRAM bytes (see :meth:`dram_location`); None with
+        ``external_dram``.
+    external_dram : bool
     vector : :class:`VectorEngine`
     """
 
-    def __init__(self, config, *, dram=None, sbuf=None, psum=None):
+    def __init__(self, config, *, dram=None, sbuf=None, psum=None, external_dram=False):
         if not isinstance(config, PrefillConfig):
             raise TypeError(f"config must be a PrefillConfig, not {config!r}")
+        if external_dram and dram is not None:
+            raise ValueError("dram contents cannot be given with external_dram=True (the "
+                             "external DRAM model holds them)")
+        self.external_dram = bool(external_dram)
         self._config = config
         n = config.n
         self.command_memory = Memory(shape=unsigned(COMMAND_BITS), depth=config.commands,
@@ -159,9 +179,14 @@ class PrefillEngine(wiring.Component):
                            init=self._rows_init(psum, 32, config.psum_rows, "psum"))
         self.array = SystolicArray(n)
         self.dma = DmaEngine(config)
-        self.dram_model = DramModel(config, dram, meta_bits=self.dma.meta_bits)
+        self.dram_model = (None if self.external_dram
+                           else DramModel(config, dram, meta_bits=self.dma.meta_bits))
         self.vector = VectorEngine(n)
         index = range(config.commands + 1)
+        channel = {}
+        if self.external_dram:
+            channel = {"dram_req": Out(DramRequest(config, self.dma.meta_bits)),
+                       "dram_resp": In(DramResponse(config, self.dma.meta_bits))}
         super().__init__({
             "run": In(1),
             "load": In(wiring.Signature({
@@ -175,6 +200,7 @@ class PrefillEngine(wiring.Component):
             "issue_valid": Out(1),
             "issue_index": Out(index),
             "dram_error": Out(1),
+            **channel,
         })
 
     def _rows_init(self, rows, bits, depth, name):
@@ -198,6 +224,8 @@ class PrefillEngine(wiring.Component):
 
     def dram_location(self, byte):
         """(bank, index, bit offset) of DRAM byte ``byte`` in :attr:`dram_model`'s banks."""
+        if self.dram_model is None:
+            raise ValueError("an engine with external_dram=True has no DRAM model")
         W = self.dram_model.word_bytes
         word = byte // W
         return word % 2, word // 2, 8 * (byte % W)
@@ -210,11 +238,17 @@ class PrefillEngine(wiring.Component):
         m.submodules.sbuf, m.submodules.psum = self.sbuf, self.psum
         m.submodules.array = array = self.array
         m.submodules.dma = dma = self.dma
-        m.submodules.dram = dram = self.dram_model
         m.submodules.vector = vector = self.vector
-        wiring.connect(m, dma.req, dram.req)
-        wiring.connect(m, dram.resp, dma.resp)
-        m.d.comb += self.dram_error.eq(dram.error)
+        if self.external_dram:
+            wiring.connect(m, dma.req, wiring.flipped(self.dram_req))
+            wiring.connect(m, wiring.flipped(self.dram_resp), dma.resp)
+            with m.If(self.dram_resp.valid & self.dram_resp.error):
+                m.d.sync += self.dram_error.eq(1)
+        else:
+            m.submodules.dram = dram = self.dram_model
+            wiring.connect(m, dma.req, dram.req)
+            wiring.connect(m, dram.resp, dma.resp)
+            m.d.comb += self.dram_error.eq(dram.error)
 
         sbuf_bits = max((config.sbuf_rows - 1).bit_length(), 1)
         psum_bits = max((config.psum_rows - 1).bit_length(), 1)

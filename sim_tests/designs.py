@@ -28,8 +28,9 @@ import os
 import random
 
 from mesh import MeshConfig, Port, Route, RouteTable, external_links
+from mesh.prefill import PrefillConfig
 
-__all__ = ["ROUTER_CONFIG", "FABRIC_CONFIG", "CORE_CONFIG", "MESH_CONFIGS", "router_routes",
+__all__ = ["ROUTER_CONFIG", "FABRIC_CONFIG", "CORE_CONFIG", "MESH_CONFIGS", "PREFILL_CONFIG", "router_routes",
            "router_table", "fabric_table", "Endpoint", "endpoints", "destinations", "hops",
            "sources", "encode", "decode", "seed", "scale", "rng"]
 
@@ -46,6 +47,12 @@ MESH_CONFIGS = {
     "mesh": MeshConfig(width=3, height=2, colors=8, buffer_depth=2, sram_words=256,
                        imem_words=64),
 }
+
+# The prefill engine (hdl.PrefillEngine with external_dram=True, module "prefill"): n = 4 and
+# small memories; the DRAM is the bench's Python model, so dram_bandwidth and dram_latency here
+# only set the default channel (the bench may run others with at most dma_queue outstanding).
+PREFILL_CONFIG = PrefillConfig(n=4, sbuf_rows=32, psum_rows=16, dram_bytes=1024,
+                               dram_bandwidth=4, dram_latency=3, dma_queue=4, commands=32)
 
 _ROUTER_ROUTES = {
     0: ({Port.RAMP}, {Port.E}),

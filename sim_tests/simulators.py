@@ -265,7 +265,7 @@ def top_module(design):
 
 def generate(design):
     """Verilog text of ``design`` and its top module name: "router", "fabric", "core" (one
-    ``hdl.Core``) or a key of ``designs.MESH_CONFIGS`` such as "mesh" (``hdl.mesh_verilog``, top
+    ``hdl.Core``), "prefill" (``hdl.PrefillEngine`` with ``external_dram``) or a key of ``designs.MESH_CONFIGS`` such as "mesh" (``hdl.mesh_verilog``, top
     ``wse_mesh``); see :mod:`sim_tests.designs`. Elaborating the 4x4 fabric takes ~15 s, so
     the text is cached in ``sim_build/<design>/`` under a digest of the sources it depends on."""
     key = _sources_digest(design)
@@ -284,6 +284,9 @@ def generate(design):
             text = hdl.verilog(hdl.Fabric(designs.FABRIC_CONFIG, designs.fabric_table()), top)
         elif design == "core":
             text = hdl.verilog(hdl.Core(designs.CORE_CONFIG), top)
+        elif design == "prefill":
+            text = hdl.verilog(hdl.PrefillEngine(designs.PREFILL_CONFIG, external_dram=True),
+                               top)
         elif design in designs.MESH_CONFIGS:
             text = hdl.mesh_verilog(designs.MESH_CONFIGS[design])
         else:
