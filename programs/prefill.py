@@ -20,6 +20,18 @@ into the slot WEIGHTS t just read (so the DMA runs S tiles ahead of compute), MA
 accumulating for kt > 0); then STORE_PSUM of C and HALT. With ``preload=True`` A and B start in
 SBUF (:attr:`GemmProgram.sbuf`, B's T tiles after A) and there is no DMA: WEIGHTS, MATMUL per
 tile, HALT, C stays in PSUM -- the program :func:`gemm_cycles` counts exactly.
+
+Tiling over M (DMA program only): when A (Kt x M SBUF rows, next to the weight slots) or C
+(Nt x M PSUM rows) does not fit, M is cut into blocks of Mb rows (``m_block``; by default the
+largest that fits, evened out when that keeps every block >= 3n - 3 rows), the last one maybe
+shorter. Block (r0, m) uses the layouts above with m for M: its A rows kt x m + r in SBUF rows
+[0, Kt x m) and in DRAM from byte r0 x Kt x n; its C rows nt x m + r in PSUM rows [0, Nt x m) and
+in DRAM from c_addr + r0 x Nt x 4n (one block, Mb = M, is exactly the layout above). Every
+block streams all T weight tiles: global tile g = b x T + t uses slot g mod S, buffer g mod 2,
+and the ring runs on across blocks (LOAD g + S after WEIGHTS g). For block b > 0, after the
+WEIGHTS of its first tile: STORE_PSUM of block b - 1's C (it waits for the array, so the A rows
+are free), LOAD of block b's A (tag 0 both), WAIT 0, then its MATMULs. The last block's C is
+stored before HALT.
 """
 
 from dataclasses import dataclass
@@ -58,10 +70,16 @@ class GemmProgram:
     c_in: str
     c_addr: int
     slots: int
+    m_block: int = None
 
     @property
     def tiles(self):
         return _ceil(self.K, self.config.n) * _ceil(self.N, self.config.n)
+
+    @property
+    def blocks(self):
+        """[(r0, rows)]: the M blocks (one, (0, M), unless the program tiles over M)."""
+        return _m_blocks(self.M, self.m_block or self.M)
 
     @property
     def useful_macs(self):
@@ -77,8 +95,9 @@ class GemmProgram:
         """C (M x N int32) from its rows (Nt x M, n) int32, as in PSUM or DRAM."""
         n, M, N = self.config.n, self.M, self.N
         Nt = _ceil(N, n)
-        rows = np.asarray(rows, dtype=np.int32).reshape(Nt, M, n)
-        return rows.transpose(1, 0, 2).reshape(M, Nt * n)[:, :N]
+        rows = np.asarray(rows, dtype=np.int32).reshape(Nt * M, n)
+        return np.concatenate([rows[Nt * r0:Nt * (r0 + m)].reshape(Nt, m, n).transpose(1, 0, 2)
+                               .reshape(m, Nt * n) for r0, m in self.blocks])[:, :N]
 
     def read_c(self, result):
         """C from a run's result (:class:`emulator.prefill.PrefillResult`)."""
@@ -102,17 +121,55 @@ def _operand(name, value, shape, rng):
     return value.astype(np.int8)
 
 
-def gemm(config, M, K, N, *, A=None, B=None, seed=0, slots=2, preload=False):
+def _m_blocks(M, m_block):
+    """[(r0, rows)]: M cut into blocks of ``m_block`` rows (the last one may be shorter)."""
+    return [(r0, min(m_block, M - r0)) for r0 in range(0, M, m_block)]
+
+
+def _gemm_command_count(Kt, Nt, blocks, slots):
+    """The length of the DMA program's command list (module docstring) for these M blocks."""
+    T = Kt * Nt
+    total = len(blocks) * T
+    count = 4 * total                            # per tile: WAIT, WEIGHTS, LOAD, MATMUL
+    for _, rows in blocks:
+        count += _ceil(Kt * rows, _MAX_DMA_ROWS) + 1     # LOAD A block, WAIT 0
+        count += _ceil(Nt * rows, _MAX_DMA_ROWS)         # STORE_PSUM C block
+    return count + 1                                     # HALT
+
+
+def _choose_m_block(config, M, Kt, Nt, slots):
+    """The default block: the most rows whose A block (Kt x rows) fits SBUF next to the
+    ``slots`` weight-tile slots and whose C block (Nt x rows) fits PSUM (0 when not even one
+    row fits). When the last, shorter block would have fewer than 3n - 3 rows (gaps between
+    MATMULs, :func:`tile_periods`) the blocks are evened out over the same number of blocks if
+    that keeps every one >= 3n - 3."""
+    n = config.n
+    most = min(M, (config.sbuf_rows - slots * n) // Kt, config.psum_rows // Nt)
+    if most < 1 or most == M:
+        return max(most, 0)
+    blocks = _ceil(M, most)
+    tail = M - (blocks - 1) * most
+    even = _ceil(M, blocks)
+    if tail < 3 * n - 3 and M - (blocks - 1) * even >= 3 * n - 3:
+        return even
+    return most
+
+
+def gemm(config, M, K, N, *, A=None, B=None, seed=0, slots=2, preload=False, m_block=None):
     """The tiled GEMM C = A x B (A M x K int8, B K x N int8, C int32) as a
     :class:`GemmProgram` (layouts and command order in the module docstring). ``A``/``B``
     default to random int8 from ``seed``. ``slots``: weight tiles in flight (2: double
-    buffering; up to 15). Raises ValueError when the operands do not fit SBUF, PSUM, DRAM or
-    the command memory (no tiling over M yet)."""
+    buffering; up to 15). ``m_block``: rows of A per M block (default: one block when A and C
+    fit, else the largest block that fits, :func:`_choose_m_block`); only the DMA program
+    tiles over M. Raises ValueError when the operands do not fit SBUF, PSUM, DRAM or the
+    command memory."""
     if not isinstance(config, PrefillConfig):
         raise TypeError(f"config must be a PrefillConfig, not {config!r}")
     for name, value in (("M", M), ("K", K), ("N", N)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, not {value!r}")
+    if m_block is not None and (not isinstance(m_block, int) or m_block < 1):
+        raise ValueError(f"m_block must be a positive integer, not {m_block!r}")
     n = config.n
     Kt, Nt = _ceil(K, n), _ceil(N, n)
     T = Kt * Nt
@@ -125,25 +182,42 @@ def gemm(config, M, K, N, *, A=None, B=None, seed=0, slots=2, preload=False):
     Ap[:, :K] = A
     Bp = np.zeros((Kt * n, Nt * n), dtype=np.int8)
     Bp[:K, :N] = B
-    a_rows = Ap.reshape(M, Kt, n).transpose(1, 0, 2).reshape(Kt * M, n)      # kt x M + r
     b_tiles = Bp.reshape(Kt, n, Nt, n).transpose(2, 0, 1, 3).reshape(T * n, n)  # (nt Kt + kt) n + i
     ks = [min(n, K - kt * n) for kt in range(Kt)]
     c_rows = Nt * M
 
     if not 1 <= slots <= MAX_SLOTS:
         raise ValueError(f"slots must be from 1 to {MAX_SLOTS}, not {slots}")
+    shape = f"GEMM {M}x{K}x{N}"
     slots = min(slots, T)
-    w_base = Kt * M
+    if preload:
+        if m_block is not None and m_block < M:
+            raise ValueError(f"{shape}: preload=True runs one M block (m_block={m_block} < "
+                             f"M={M}); use the DMA program (preload=False) to tile over M")
+        Mb = M
+    else:
+        if m_block is None:
+            Mb = _choose_m_block(config, M, Kt, Nt, slots)
+            if Mb < 1:
+                # not even one row fits: report the one-row needs below
+                Mb = 1
+        else:
+            Mb = min(m_block, M)
+    w_base = Kt * Mb
     sbuf_need = w_base + (T * n if preload else slots * n)
     if sbuf_need > config.sbuf_rows:
-        raise ValueError(f"GEMM {M}x{K}x{N} needs {sbuf_need} SBUF rows (A: {Kt} x {M}, "
+        hint = "" if preload else f" in M blocks of {Mb} row{'s' * (Mb > 1)}"
+        raise ValueError(f"{shape} needs {sbuf_need} SBUF rows{hint} (A: {Kt} x {Mb}, "
                          f"weights: {sbuf_need - w_base}), the SBUF has {config.sbuf_rows}")
-    if c_rows > config.psum_rows:
-        raise ValueError(f"GEMM {M}x{K}x{N} needs {c_rows} PSUM rows ({Nt} x {M}) for C, "
+    if Nt * Mb > config.psum_rows:
+        hint = "" if preload else f" in M blocks of {Mb} row{'s' * (Mb > 1)}"
+        raise ValueError(f"{shape} needs {Nt * Mb} PSUM rows{hint} ({Nt} x {Mb}) for C, "
                          f"the PSUM has {config.psum_rows}")
+    blocks = _m_blocks(M, Mb)
 
     commands = []
     if preload:
+        a_rows = Ap.reshape(M, Kt, n).transpose(1, 0, 2).reshape(Kt * M, n)   # kt x M + r
         sbuf = np.zeros((config.sbuf_rows, n), dtype=np.int8)
         sbuf[:w_base] = a_rows
         sbuf[w_base:w_base + T * n] = b_tiles
@@ -155,55 +229,102 @@ def gemm(config, M, K, N, *, A=None, B=None, seed=0, slots=2, preload=False):
         commands.append(Command(Op.HALT))
         dram, c_in, c_addr = b"", "psum", 0
     else:
+        needed = _gemm_command_count(Kt, Nt, blocks, slots)
+        if needed > config.commands:
+            raise ValueError(_commands_message(config, shape, needed, M, K, N, Kt, Nt, Mb,
+                                               slots))
         sbuf = None
+        # A block by block: block (r0, m) holds rows kt x m + r from byte r0 x Kt x n
+        a_image = np.concatenate([Ap[r0:r0 + m].reshape(m, Kt, n).transpose(1, 0, 2)
+                                  .reshape(Kt * m, n) for r0, m in blocks])
         a_addr, b_addr = 0, Kt * M * n
         c_addr = b_addr + T * n * n
         dram_need = c_addr + c_rows * 4 * n
         if dram_need > config.dram_bytes:
-            raise ValueError(f"GEMM {M}x{K}x{N} needs {dram_need} DRAM bytes, the DRAM has "
+            raise ValueError(f"{shape} needs {dram_need} DRAM bytes, the DRAM has "
                              f"{config.dram_bytes}")
         image = bytearray(dram_need)
-        image[a_addr:b_addr] = a_rows.tobytes()
+        image[a_addr:b_addr] = a_image.tobytes()
         image[b_addr:c_addr] = b_tiles.tobytes()
         dram = bytes(image)
+        total = len(blocks) * T          # weight tiles streamed: every tile once per block
 
-        def load_tile(t):
-            s = t % slots
+        def load_tile(g):
+            s, t = g % slots, g % T
             return Command(Op.DMA, sub=DmaKind.LOAD, tag=1 + s, addr=b_addr + t * n * n,
                            stride=n, a=w_base + s * n, count=ks[t % Kt])
 
-        def chunks(first, rows):
+        def chunks(rows):
             for start in range(0, rows, _MAX_DMA_ROWS):
-                yield first + start, min(_MAX_DMA_ROWS, rows - start)
+                yield start, min(_MAX_DMA_ROWS, rows - start)
+
+        def load_a(r0, m):
+            for row, count in chunks(Kt * m):
+                commands.append(Command(Op.DMA, sub=DmaKind.LOAD, tag=0,
+                                        addr=a_addr + (Kt * r0 + row) * n, stride=n, a=row,
+                                        count=count))
+
+        def store_c(r0, m):
+            for row, count in chunks(Nt * m):
+                commands.append(Command(Op.DMA, sub=DmaKind.STORE_PSUM, tag=0,
+                                        addr=c_addr + (Nt * r0 + row) * 4 * n, stride=4 * n,
+                                        a=row, count=count))
 
         commands.append(load_tile(0))
-        for row, count in chunks(0, Kt * M):
-            commands.append(Command(Op.DMA, sub=DmaKind.LOAD, tag=0, addr=a_addr + row * n,
-                                    stride=n, a=row, count=count))
-        commands.extend(load_tile(t) for t in range(1, slots))
-        for t in range(T):
-            nt, kt = divmod(t, Kt)
-            s = t % slots
-            commands.append(Command(Op.WAIT, tag=1 + s))
-            commands.append(Command(Op.WEIGHTS, buffer=t % 2, a=w_base + s * n,
-                                    count=ks[kt]))
-            if t == 0:
-                commands.append(Command(Op.WAIT, tag=0))
-            if t + slots < T:
-                commands.append(load_tile(t + slots))
-            commands.append(Command(Op.MATMUL, buffer=t % 2, a=kt * M, b=nt * M, count=M,
-                                    acc=int(kt > 0)))
-        for row, count in chunks(0, c_rows):
-            commands.append(Command(Op.DMA, sub=DmaKind.STORE_PSUM, tag=0,
-                                    addr=c_addr + row * 4 * n, stride=4 * n, a=row,
-                                    count=count))
+        load_a(*blocks[0])
+        commands.extend(load_tile(g) for g in range(1, slots))
+        for bi, (r0, m) in enumerate(blocks):
+            for t in range(T):
+                g = bi * T + t
+                nt, kt = divmod(t, Kt)
+                s = g % slots
+                commands.append(Command(Op.WAIT, tag=1 + s))
+                commands.append(Command(Op.WEIGHTS, buffer=g % 2, a=w_base + s * n,
+                                        count=ks[kt]))
+                if t == 0:
+                    if bi > 0:
+                        # the store waits for the array (the previous block's MATMULs), so
+                        # the A block it frees can be reloaded behind it; WAIT 0 covers both
+                        store_c(*blocks[bi - 1])
+                        load_a(r0, m)
+                    commands.append(Command(Op.WAIT, tag=0))
+                if g + slots < total:
+                    commands.append(load_tile(g + slots))
+                commands.append(Command(Op.MATMUL, buffer=g % 2, a=kt * m, b=nt * m, count=m,
+                                        acc=int(kt > 0)))
+        store_c(*blocks[-1])
         commands.append(Command(Op.HALT))
+        assert len(commands) == needed
         c_in = "dram"
     if len(commands) > config.commands:
-        raise ValueError(f"GEMM {M}x{K}x{N} needs {len(commands)} commands, the command "
+        raise ValueError(f"{shape} needs {len(commands)} commands, the command "
                          f"memory holds {config.commands}")
     return GemmProgram(config=config, M=M, K=K, N=N, A=A, B=B, expected=expected, dram=dram,
-                       sbuf=sbuf, commands=commands, c_in=c_in, c_addr=c_addr, slots=slots)
+                       sbuf=sbuf, commands=commands, c_in=c_in, c_addr=c_addr, slots=slots,
+                       m_block=Mb)
+
+
+def _commands_message(config, shape, needed, M, K, N, Kt, Nt, Mb, slots):
+    """The ValueError text for a DMA program longer than the command memory, with the largest
+    split into separate GEMMs (same config) whose programs fit: fewer rows of A per GEMM, or,
+    when one M block is already too long, fewer columns of B."""
+    n = config.n
+    fits = lambda rows, nt: _gemm_command_count(Kt, nt, _m_blocks(rows, min(Mb, rows)),
+                                                slots) <= config.commands
+    blocks = _ceil(M, Mb)
+    text = (f"{shape} needs {needed} commands ({blocks} M block{'s' * (blocks > 1)} of up to "
+            f"{Mb} rows x {Kt * Nt} weight tiles), the command memory holds {config.commands}")
+    if blocks > 1:
+        text += (f" (tiled over M because all {M} rows at once would need "
+                 f"{Kt * M + slots * n} SBUF rows of {config.sbuf_rows} and {Nt * M} PSUM rows "
+                 f"of {config.psum_rows})")
+    rows = max((r for r in range(Mb, M, Mb) if fits(r, Nt)), default=0)
+    if rows:
+        return text + f"; split M: GEMMs of at most {rows} rows of A ({rows}x{K}x{N}) fit"
+    cols = max((nt for nt in range(1, Nt) if fits(min(Mb, M), nt)), default=0)
+    if cols:
+        return text + (f"; split M and N: GEMMs of at most {min(Mb, M)}x{K}x{cols * n} fit")
+    return text + "; no split of M or N fits: split K (and add the partial products)"
 
 
 @dataclass

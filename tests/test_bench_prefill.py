@@ -101,7 +101,7 @@ def test_cli_prints_tables_and_writes_json(tmp_path, capsys, monkeypatch):
     (["--n", "64"], "n must be"),
     (["--latency", "-1"], "--latency"),
     (["--shapes", "none", "--decode", "none"], "nothing to run"),
-    (["--shapes", "4096x4096x8"], "SBUF rows"),
+    (["--shapes", "4096x4096x8"], "needs 67716 commands"),
 ])
 def test_bad_options_are_usage_errors(argv, message, capsys):
     assert main(["bench", "prefill", *argv, "--json", "-"]) == 2

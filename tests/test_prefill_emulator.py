@@ -258,10 +258,106 @@ def test_cycle_limit():
 
 
 def test_shape_does_not_fit():
+    """Shapes that no M block fits: one row of A next to the weight slots is past the SBUF,
+    one row of C past the PSUM, or the images past the DRAM; preload=True does not tile."""
     cfg = PrefillConfig(n=4, sbuf_rows=64, psum_rows=32)
-    with pytest.raises(ValueError, match="SBUF rows"):
-        gemm(cfg, 20, 16, 4)
-    with pytest.raises(ValueError, match="PSUM rows"):
-        gemm(cfg, 8, 4, 20)
+    with pytest.raises(ValueError, match=r"needs 68 SBUF rows in M blocks of 1 row \(A: 60 x 1"):
+        gemm(cfg, 20, 240, 4)
+    with pytest.raises(ValueError, match=r"needs 33 PSUM rows in M blocks of 1 row \(33 x 1\)"):
+        gemm(cfg, 8, 4, 132)
     with pytest.raises(ValueError, match="DRAM bytes"):
         gemm(PrefillConfig(n=4, dram_bytes=1024), 16, 16, 16)
+    with pytest.raises(ValueError, match=r"needs 96 SBUF rows \(A: 4 x 20"):
+        gemm(cfg, 20, 16, 4, preload=True)
+    with pytest.raises(ValueError, match="preload=True runs one M block"):
+        gemm(PrefillConfig(n=4), 20, 16, 4, preload=True, m_block=8)
+    with pytest.raises(ValueError, match=r"needs 40 SBUF rows in M blocks of 8 rows"):
+        gemm(PrefillConfig(n=4, sbuf_rows=32), 20, 16, 4, m_block=8)
+    with pytest.raises(ValueError, match="m_block must be a positive integer"):
+        gemm(cfg, 20, 16, 4, m_block=0)
+
+
+def test_command_memory_limit_names_the_split():
+    """Too many commands: the message gives the count, the memory and the largest split into
+    GEMMs that fit the same config (rows of A, else columns of B, else K)."""
+    cfg = PrefillConfig(n=8, sbuf_rows=1024, psum_rows=512, commands=65536)
+    with pytest.raises(ValueError) as info:
+        gemm(cfg, 256, 256, 256)
+    assert str(info.value) == (
+        "GEMM 256x256x256 needs 65585 commands (16 M blocks of up to 16 rows x 1024 weight "
+        "tiles), the command memory holds 65536 (tiled over M because all 256 rows at once "
+        "would need 8208 SBUF rows of 1024 and 8192 PSUM rows of 512); split M: GEMMs of at "
+        "most 240 rows of A "
+        "(240x256x256) fit")
+    assert len(gemm(cfg, 240, 256, 256).commands) <= 65536
+    cfg = PrefillConfig(n=4, commands=64)
+    with pytest.raises(ValueError, match=r"needs 260 commands \(1 M block of up to 10 rows x 64 "
+                                         r"weight tiles\), the command memory holds 64; split M "
+                                         r"and N: GEMMs of at most 10x16x12 fit"):
+        gemm(cfg, 10, 16, 64)
+    assert len(gemm(cfg, 10, 16, 12).commands) <= 64
+    with pytest.raises(ValueError, match=r"needs 20 commands .* holds 16; no split of M or N "
+                                         r"fits: split K"):
+        gemm(PrefillConfig(n=4, commands=16), 5, 16, 4)
+
+
+# Tiling over M ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n", [4, 8])
+def test_gemm_m_blocks_bit_exact(n):
+    """2+ M blocks (M not a multiple of the block, blocks down to 1 row, slots 1..4): C bit
+    exact in DRAM, block by block; the fast array agrees with the systolic one."""
+    rng = np.random.default_rng(200 + n)
+    cases = [(3 * n + 5, 2 * n + 1, 3 * n - 1, 7, 2), (23, n + 3, 2 * n, 1, 1),
+             (5 * n + 2, 3 * n, n, 2 * n, 4), (4 * n + 1, n, n + 2, None, 3)]
+    for M, K, N, m_block, slots in cases:
+        Kt, Nt = -(-K // n), -(-N // n)
+        # memories too small for one block (the default block: about M / 3 rows)
+        rows = m_block or M // 3
+        cfg = PrefillConfig(n=n, sbuf_rows=max(16, Kt * rows + slots * n),
+                            psum_rows=max(16, Nt * rows),
+                            dram_bandwidth=int(rng.integers(1, 2 * n + 1)),
+                            dram_latency=int(rng.integers(0, 30)))
+        program = gemm(cfg, M, K, N, seed=int(rng.integers(1 << 30)), slots=slots,
+                       m_block=m_block)
+        blocks = program.blocks
+        assert len(blocks) >= 2, (n, M, program.m_block)
+        assert sum(m for _, m in blocks) == M
+        assert Kt * program.m_block + program.slots * n <= cfg.sbuf_rows
+        assert Nt * program.m_block <= cfg.psum_rows
+        fast = run(program)
+        np.testing.assert_array_equal(program.read_c(fast), program.expected)
+        assert fast.counters["macs"] == program.tiles * M * n * n
+        if n == 4:
+            slow = run(program, array="systolic")
+            assert slow.cycles == fast.cycles and slow.dram == fast.dram
+
+
+def test_default_m_block():
+    """The largest block that fits SBUF (next to the slots) and PSUM, evened out when the last
+    block would be shorter than 3n - 3; one block (the old program) when everything fits."""
+    cfg = PrefillConfig(n=8, sbuf_rows=2048, psum_rows=1024, commands=65536)
+    assert gemm(cfg, 120, 64, 64).m_block == 120
+    assert gemm(cfg, 64, 64, 256).m_block == 32                        # PSUM: 1024 / 32
+    # 100 = 3 x 32 + 4: four even blocks of 25 keep every block >= 3n - 3 = 21
+    assert gemm(cfg, 100, 64, 256).m_block == 25
+    assert gemm(cfg, 100, 256, 64, slots=4).m_block == 63              # SBUF: (2048 - 32) / 32
+    # 70 = 63 + 7: the 7-row tail is < 21, two blocks of 35 are not
+    assert gemm(cfg, 70, 256, 64, slots=4).m_block == 35
+    # 130 = 2 x 63 + 4: three even blocks (44, 44, 42) keep every block >= 21
+    assert [m for _, m in gemm(cfg, 130, 256, 64, slots=4).blocks] == [44, 44, 42]
+    # one block that fits is the old program: same commands as an explicit m_block >= M
+    a, b = gemm(cfg, 40, 24, 24, seed=1), gemm(cfg, 40, 24, 24, seed=1, m_block=100)
+    assert a.commands == b.commands and a.dram == b.dram and a.blocks == [(0, 40)]
+
+
+def test_gemm_256_cubed_small_memories():
+    """256 x 256 x 256 at n = 8 needs 8192 SBUF and PSUM rows in one block; with 2048 SBUF
+    and 1024 PSUM rows it runs in 8 blocks of 32 rows (32793 commands)."""
+    cfg = PrefillConfig(n=8, sbuf_rows=2048, psum_rows=1024, commands=65536, dram_bandwidth=64)
+    program = gemm(cfg, 256, 256, 256, seed=7)
+    assert program.m_block == 32 and len(program.blocks) == 8
+    assert len(program.commands) == 32793
+    result = run(program, max_cycles=2_000_000)
+    np.testing.assert_array_equal(program.read_c(result), program.expected)
+    assert result.counters["macs"] == 1024 * 256 * 64
