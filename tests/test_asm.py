@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from emulator import MeshEmulator
 from mesh import MeshConfig, Port, isa
 from mesh.asm import assemble, assemble_file, assemble_instruction, listing, main
 from mesh.builder import AssemblyError, CoreBuilder, Location, MeshBuilder, operand_names
@@ -16,14 +17,6 @@ from mesh.isa import (BINARY_VECTOR, BY_NAME, NUM_DESCRIPTORS, NUM_REGISTERS, OP
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAMS = ROOT / "programs" / "asm"
-
-
-def emulator_or_skip():
-    try:
-        from emulator import MeshEmulator
-    except ImportError:
-        pytest.skip("emulator.MeshEmulator is not available")
-    return MeshEmulator
 
 
 # A complete program, assembled and built through the builder -------------------------------------
@@ -131,7 +124,6 @@ def test_program_equals_the_builder_program():
 
 
 def test_program_runs_on_the_emulator():
-    MeshEmulator = emulator_or_skip()
     result = MeshEmulator(assemble(PAIR)).run(max_cycles=10_000)
     sram = result.sram[1]
     assert list(sram[8:16]) == [11 * i for i in range(1, 9)]
@@ -783,7 +775,6 @@ def test_dot_example_assembles():
 
 
 def test_examples_run_on_the_emulator():
-    MeshEmulator = emulator_or_skip()
     result = MeshEmulator(assemble_file(PROGRAMS / "vector_add.s")).run(max_cycles=10_000)
     expected = np.array(VECTOR_A, dtype=np.int64) + np.array(VECTOR_B, dtype=np.int64)
     assert np.array_equal(result.sram[0, 32:48].view(np.int32), expected)

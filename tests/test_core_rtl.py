@@ -10,9 +10,7 @@ and returns credits.
 """
 
 import gc
-import os
 import re
-import subprocess
 from collections import deque
 from types import SimpleNamespace
 
@@ -27,9 +25,10 @@ import hdl
 from hdl import Core, LoadSignature, LoadTarget, Mesh, PeekSignature, Tile
 from hdl.core_alu import ALU_OPS, Alu, AluOp
 from hdl.tile import tile_signature
-from hdl.toolchain import verilator_environment, verilator_missing_reason
 from mesh import MeshConfig, RouteTable, isa
 from mesh.isa import Kind, TrapCause
+
+from verilator_lint import lint_warnings
 
 pytestmark = pytest.mark.filterwarnings(f"ignore::{UnusedElaboratable.__module__}."
                                         f"{UnusedElaboratable.__qualname__}")
@@ -1073,14 +1072,6 @@ def test_mesh_verilog_modules_and_ports(small_mesh_verilog):
     assert text.count("module wse_tile(") == 1
 
 
-@pytest.mark.skipif(verilator_missing_reason() is not None,
-                    reason=str(verilator_missing_reason()))
 def test_mesh_verilog_lints_clean(small_mesh_verilog, tmp_path):
     _, text = small_mesh_verilog
-    path = tmp_path / "mesh.v"
-    path.write_text(text)
-    env = verilator_environment(dict(os.environ))
-    run = subprocess.run(["verilator", "--lint-only", "-Wno-fatal", "--top-module", "wse_mesh",
-                          str(path)], env=env, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert "%Error" not in run.stderr
+    lint_warnings(text, "wse_mesh", tmp_path)

@@ -12,9 +12,6 @@ serves each configuration: every run resets it.
 """
 
 import gc
-import os
-import re
-import subprocess
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,10 +23,11 @@ from amaranth.sim import Simulator
 import hdl
 from emulator.prefill import PrefillEmulator, PrefillError
 from hdl.prefill import EngineError, PrefillEngine
-from hdl.toolchain import verilator_environment, verilator_missing_reason
 from hdl.vector_engine import VectorOp
 from mesh import isa
 from mesh.prefill import Command, DmaKind, Op, PrefillConfig
+
+from verilator_lint import AMARANTH_WARNINGS, lint_warnings
 
 pytestmark = pytest.mark.filterwarnings(f"ignore::{UnusedElaboratable.__module__}."
                                         f"{UnusedElaboratable.__qualname__}")
@@ -564,19 +562,9 @@ def test_errors_against_the_emulator(case):
 
 # Verilog -------------------------------------------------------------------------------------
 
-@pytest.mark.skipif(verilator_missing_reason() is not None,
-                    reason=str(verilator_missing_reason()))
 def test_verilog_lints_clean(tmp_path):
-    config = small(n=2, sbuf_rows=16, psum_rows=16)
-    path = tmp_path / "prefill.v"
-    path.write_text(hdl.verilog(PrefillEngine(config), "prefill"))
-    env = verilator_environment(dict(os.environ))
-    run = subprocess.run(["verilator", "--lint-only", "-Wno-fatal", "--top-module", "prefill",
-                          str(path)], env=env, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert "%Error" not in run.stderr
-    kinds = set(re.findall(r"%Warning-(\w+)", run.stderr))
-    assert kinds <= {"WIDTHEXPAND", "WIDTHTRUNC"}, run.stderr[-3000:]
+    text = hdl.verilog(PrefillEngine(small(n=2, sbuf_rows=16, psum_rows=16)), "prefill")
+    assert lint_warnings(text, "prefill", tmp_path) <= AMARANTH_WARNINGS
 
 
 # Small n and random programs against the emulator ---------------------------------------------

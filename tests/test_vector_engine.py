@@ -9,9 +9,7 @@ loads the memories and runs a new test bench job.
 """
 
 import gc
-import os
 import re
-import subprocess
 
 import numpy as np
 import pytest
@@ -25,9 +23,10 @@ from hypothesis import given, settings, strategies as st
 import hdl
 from emulator import vector_engine as model_module
 from emulator.vector_engine import VectorCommand, VectorEngineModel, vector_op
-from hdl.toolchain import verilator_environment, verilator_missing_reason
 from hdl.vector_engine import VectorEngine, VectorOp
 from mesh import isa
+
+from verilator_lint import AMARANTH_WARNINGS, lint_warnings
 
 pytestmark = pytest.mark.filterwarnings(f"ignore::{UnusedElaboratable.__module__}."
                                         f"{UnusedElaboratable.__qualname__}")
@@ -537,18 +536,7 @@ def test_verilog_ports(engine_verilog):
         assert re.search(rf"^\s*{direction} \[{width - 1}:0\] {name};", engine_verilog, re.M)
 
 
-@pytest.mark.skipif(verilator_missing_reason() is not None,
-                    reason=str(verilator_missing_reason()))
 def test_verilog_lints_clean(engine_verilog, tmp_path):
     """Verilator's lint finds no error, and no warning beyond the implicit width extensions and
     truncations Amaranth's Verilog always has."""
-    path = tmp_path / "vector_engine.v"
-    path.write_text(engine_verilog)
-    env = verilator_environment(dict(os.environ))
-    run_ = subprocess.run(["verilator", "--lint-only", "-Wno-fatal", "--top-module",
-                           "vector_engine", str(path)], env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert run_.returncode == 0, run_.stderr[-3000:]
-    assert "%Error" not in run_.stderr
-    kinds = set(re.findall(r"%Warning-(\w+)", run_.stderr))
-    assert kinds <= {"WIDTHEXPAND", "WIDTHTRUNC"}, run_.stderr[-3000:]
+    assert lint_warnings(engine_verilog, "vector_engine", tmp_path) <= AMARANTH_WARNINGS
