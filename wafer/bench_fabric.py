@@ -15,10 +15,8 @@ a ``window`` of cycles is measured. Both backends return the same integer counts
 * latency of every copy delivered in the window (arrival cycle - generation cycle): mean, p99.
 """
 
-import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -27,7 +25,7 @@ from mesh import MeshConfig
 from programs.patterns import WORKLOADS, generates, load_threshold
 
 __all__ = ["BENCH_COLORS", "bench_config", "BenchAgents", "run_emulator", "counts_equal",
-           "summarize", "Sweep", "QUICK", "RtlMismatch", "run_sweep", "render", "write_json"]
+           "summarize", "Sweep", "QUICK", "RtlMismatch", "run_sweep", "render"]
 
 # Each workload uses 2 colors; 4 keeps idle colors in the routers (as a real program would
 # have) while the RTL of an 8x8 fabric still elaborates and compiles in a few minutes.
@@ -405,9 +403,3 @@ def _fraction(value):
 
 def _cycles(value, spec):
     return "-" if value is None else format(value, spec)
-
-
-def write_json(report, path):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1) + "\n")

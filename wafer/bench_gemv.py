@@ -9,9 +9,7 @@ result is checked against numpy, and every Verilator run must equal the emulator
 (cycles, counters, SRAM).
 """
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 from mesh import MeshConfig
 from programs.kernels import gemv
@@ -99,9 +97,3 @@ def render_gemv(report, console):
                       f"{100 * r['w_fraction_of_sram']:.0f}%", f"{r['seconds']:.2f}",
                       f"{r['cycles_per_second']:,.0f}", f"{r['core_cycles_per_second']:,.0f}")
     console.print(table)
-
-
-def write_json(report, path):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1) + "\n")

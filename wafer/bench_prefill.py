@@ -32,10 +32,8 @@ excludes DRAM; ours is the whole run: the DMA prologue (first tile, A) and C's s
 measured cycles.
 """
 
-import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -45,7 +43,7 @@ from programs.prefill import MAX_SLOTS, dram_bound_cycles, gemm, gemm_cycles, \
     gemm_matmul_span, gemv_decode
 
 __all__ = ["PrefillSweep", "PrefillMismatch", "run_prefill_sweep", "render_prefill",
-           "scalesim_ws_cycles", "bench_config", "write_json", "DEFAULT_JSON", "QUICK"]
+           "scalesim_ws_cycles", "bench_config", "DEFAULT_JSON", "QUICK"]
 
 DEFAULT_JSON = "results/bench_prefill.json"
 
@@ -317,9 +315,3 @@ def _render_decode(report, console):
                       f"{r['b_bytes']:,}", f"{r['dram_bound_cycles']:,}", f"{r['ratio']:.2f}",
                       f"{100 * r['utilization']:.2f}%")
     console.print(table)
-
-
-def write_json(report, path):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1) + "\n")

@@ -18,6 +18,7 @@ that traps, stops making progress or computes a wrong result, exit with status 1
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from mesh import ConfigError, MeshConfig
 
@@ -186,46 +187,54 @@ def _sweep(args):
     return sweep
 
 
-def _bench_fabric(args):
+def _run_benchmark(args, run_sweep, render, failures, width=None):
+    """Run a benchmark sweep with a progress bar; print its tables and write its JSON report to
+    ``args.json`` (or print the JSON when ``args.json`` is "-"). ``failures``: the exceptions
+    that mean a wrong result (printed, exit status 1). ``width``: a minimum console width for
+    wide tables (a narrow terminal then wraps lines rather than rich truncating every cell)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
         TimeElapsedColumn
 
-    from wafer import verilator
-    from wafer.bench_fabric import RtlMismatch, render, run_sweep, write_json
-
-    sweep = _sweep(args)
-    if sweep.rtl_sizes and verilator.missing_reason():
-        raise UsageError(f"cannot run the RTL benchmark: {verilator.missing_reason()} "
-                         f"(--rtl-sizes none runs the emulator only)")
     to_stdout = args.json == "-"
     console = Console(stderr=to_stdout)
+    if width is not None and console.width < width:
+        console = Console(stderr=to_stdout, width=width)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
     try:
         with Progress(*columns, console=console, transient=True,
                       disable=not console.is_terminal) as progress:
-            report = run_sweep(sweep, progress)
-    except (RtlMismatch, verilator.VerilatorError) as error:
+            report = run_sweep(progress)
+    except failures as error:
         console.print(f"FAILED: {error}", style="bold red", markup=False, highlight=False)
         return 1
     if to_stdout:
         print(json.dumps(report, indent=1))
     else:
         render(report, console)
-        write_json(report, args.json)
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=1) + "\n")
         console.print(f"JSON report: {args.json}")
     return 0
 
 
-def _bench_gemv(args):
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
-        TimeElapsedColumn
-
+def _bench_fabric(args):
     from wafer import verilator
-    from wafer.bench_gemv import GemvMismatch, GemvSweep, render_gemv, run_gemv_sweep, \
-        write_json
+    from wafer.bench_fabric import RtlMismatch, render, run_sweep
+
+    sweep = _sweep(args)
+    if sweep.rtl_sizes and verilator.missing_reason():
+        raise UsageError(f"cannot run the RTL benchmark: {verilator.missing_reason()} "
+                         f"(--rtl-sizes none runs the emulator only)")
+    return _run_benchmark(args, lambda progress: run_sweep(sweep, progress), render,
+                          (RtlMismatch, verilator.VerilatorError))
+
+
+def _bench_gemv(args):
+    from wafer import verilator
+    from wafer.bench_gemv import GemvMismatch, GemvSweep, render_gemv, run_gemv_sweep
 
     values = {}
     if args.sizes is not None:
@@ -238,24 +247,8 @@ def _bench_gemv(args):
     if sweep.rtl_sizes and verilator.missing_reason():
         raise UsageError(f"cannot run the RTL benchmark: {verilator.missing_reason()} "
                          f"(--rtl-sizes none runs the emulator only)")
-    to_stdout = args.json == "-"
-    console = Console(stderr=to_stdout)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
-    try:
-        with Progress(*columns, console=console, transient=True,
-                      disable=not console.is_terminal) as progress:
-            report = run_gemv_sweep(sweep, progress)
-    except (GemvMismatch, verilator.VerilatorError) as error:
-        console.print(f"FAILED: {error}", style="bold red", markup=False, highlight=False)
-        return 1
-    if to_stdout:
-        print(json.dumps(report, indent=1))
-    else:
-        render_gemv(report, console)
-        write_json(report, args.json)
-        console.print(f"JSON report: {args.json}")
-    return 0
+    return _run_benchmark(args, lambda progress: run_gemv_sweep(sweep, progress), render_gemv,
+                          (GemvMismatch, verilator.VerilatorError))
 
 
 def _dims(text, option, count):
@@ -319,36 +312,12 @@ def _prefill_sweep(args):
 
 
 def _bench_prefill(args):
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
-        TimeElapsedColumn
-
-    from wafer.bench_prefill import PrefillMismatch, render_prefill, run_prefill_sweep, \
-        write_json
+    from wafer.bench_prefill import PrefillMismatch, render_prefill, run_prefill_sweep
 
     sweep = _prefill_sweep(args)
-    to_stdout = args.json == "-"
-    console = Console(stderr=to_stdout)
-    if console.width < 140:
-        # The GEMM table has eleven columns: a narrow terminal wraps its lines rather than
-        # rich truncating every cell.
-        console = Console(stderr=to_stdout, width=140)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
-    try:
-        with Progress(*columns, console=console, transient=True,
-                      disable=not console.is_terminal) as progress:
-            report = run_prefill_sweep(sweep, progress)
-    except PrefillMismatch as error:
-        console.print(f"FAILED: {error}", style="bold red", markup=False, highlight=False)
-        return 1
-    if to_stdout:
-        print(json.dumps(report, indent=1))
-    else:
-        render_prefill(report, console)
-        write_json(report, args.json)
-        console.print(f"JSON report: {args.json}")
-    return 0
+    # The GEMM table has eleven columns.
+    return _run_benchmark(args, lambda progress: run_prefill_sweep(sweep, progress),
+                          render_prefill, (PrefillMismatch,), width=140)
 
 
 def _demo(args):
