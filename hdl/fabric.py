@@ -12,6 +12,18 @@ from .router import Router
 __all__ = ["Fabric"]
 
 
+def edge_members(component, x, y, port):
+    """The (inbound, outbound) external members of the edge link of tile (x, y) on ``port`` of
+    a component with the edge members of :class:`Fabric` (``north_in``, ..., ``west_out``)."""
+    if port is Port.N:
+        return component.north_in[x], component.north_out[x]
+    if port is Port.E:
+        return component.east_in[y], component.east_out[y]
+    if port is Port.S:
+        return component.south_in[x], component.south_out[x]
+    return component.west_in[y], component.west_out[y]
+
+
 class Fabric(wiring.Component):
     """A ``config.width`` x ``config.height`` mesh of :class:`Router`, wired neighbour to
     neighbour: the outbound link of port p of one router is the inbound link of the facing port
@@ -90,16 +102,6 @@ class Fabric(wiring.Component):
     def config(self):
         return self._config
 
-    def _edge(self, x, y, port):
-        """The (inbound, outbound) external members of the edge link of tile (x, y), ``port``."""
-        if port is Port.N:
-            return self.north_in[x], self.north_out[x]
-        if port is Port.E:
-            return self.east_in[y], self.east_out[y]
-        if port is Port.S:
-            return self.south_in[x], self.south_out[x]
-        return self.west_in[y], self.west_out[y]
-
     def elaborate(self, platform):
         m = Module()
         cfg = self.config
@@ -118,7 +120,7 @@ class Fabric(wiring.Component):
                         m.submodules[f"{name}_out"] = _Link(
                             router.o[port], self.routers[ny][nx].i[port.opposite])
                     else:
-                        inbound, outbound = self._edge(x, y, port)
+                        inbound, outbound = edge_members(self, x, y, port)
                         m.submodules[f"{name}_in"] = _Link(flipped(inbound), router.i[port])
                         m.submodules[f"{name}_out"] = _Link(router.o[port], flipped(outbound))
 

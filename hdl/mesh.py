@@ -3,16 +3,16 @@ as one module, ``wse_tile``, instanced W x H times by a top module, ``wse_mesh``
 
 import time
 
-from amaranth.hdl import ClockSignal, Const, Instance, Module, ResetSignal
+from amaranth.hdl import Cat, ClockSignal, Instance, Module, ResetSignal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out, flipped
 
-from mesh import MeshConfig, Port
+from mesh import MeshConfig
 
 from .build import verilog
 from .core import (LoadSignature, NUM_COUNTERS, PC_BITS, PeekSignature, TRAP_CAUSE_BITS,
                    WORD)
-from .fabric import _Link
+from .fabric import _Link, edge_members
 from .link import LinkSignature, RouteWriteSignature
 from .tile import TILE_PORTS, Tile, tile_signature
 
@@ -125,16 +125,6 @@ class Mesh(wiring.Component):
             for x, tile in enumerate(row):
                 m.submodules[f"tile_{x}_{y}"] = tile
 
-    def _edge(self, x, y, port):
-        """The (inbound, outbound) external members of the edge link of tile (x, y), ``port``."""
-        if port is Port.N:
-            return self.north_in[x], self.north_out[x]
-        if port is Port.E:
-            return self.east_in[y], self.east_out[y]
-        if port is Port.S:
-            return self.south_in[x], self.south_out[x]
-        return self.west_in[y], self.west_out[y]
-
     def elaborate(self, platform):
         m = Module()
         cfg = self.config
@@ -143,9 +133,9 @@ class Mesh(wiring.Component):
 
         trapped = [tile.trap_cause != 0 for tile in flat]
         m.d.comb += [
-            self.trap.eq(_any(trapped)),
-            self.done.eq(_all([tile.halted for tile in flat])),
-            self.progress.eq(_any([tile.progress for tile in flat])),
+            self.trap.eq(Cat(trapped).any()),
+            self.done.eq(Cat(tile.halted for tile in flat).all()),
+            self.progress.eq(Cat(tile.progress for tile in flat).any()),
         ]
         for index, tile in enumerate(flat):
             x, y = cfg.tile_xy(index)
@@ -157,7 +147,7 @@ class Mesh(wiring.Component):
                     m.submodules[f"{name}_out"] = _Link(
                         tile.o[port], self.tiles[ny][nx].i[port.opposite])
                 else:
-                    inbound, outbound = self._edge(x, y, port)
+                    inbound, outbound = edge_members(self, x, y, port)
                     m.submodules[f"{name}_in"] = _Link(flipped(inbound), tile.i[port])
                     m.submodules[f"{name}_out"] = _Link(tile.o[port], flipped(outbound))
             m.d.comb += [
@@ -182,20 +172,6 @@ class Mesh(wiring.Component):
             m.d.comb += [mine.eq(theirs)
                          for mine, theirs in zip(self.counters[index], tile.counters)]
         return m
-
-
-def _any(values):
-    result = Const(0, 1)
-    for value in values:
-        result = result | value
-    return result
-
-
-def _all(values):
-    result = Const(1, 1)
-    for value in values:
-        result = result & value
-    return result
 
 
 class _MeshTop(Mesh):

@@ -1,6 +1,6 @@
 """A tile: a router and a core on its RAMP port (docs/ARCHITECTURE.md section 10)."""
 
-from amaranth.hdl import Cat, Const, Module
+from amaranth.hdl import Cat, Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out, connect, flipped
 
@@ -27,13 +27,6 @@ def tile_signature(config):
         "route": In(RouteWriteSignature(config)),
         **core_members(config),
     })
-
-
-def _any(values):
-    result = Const(0, 1)
-    for value in values:
-        result = result | value
-    return result
 
 
 class Tile(wiring.Component):
@@ -98,7 +91,7 @@ class Tile(wiring.Component):
             core.x.eq(self.x), core.y.eq(self.y),
             core.width.eq(self.width), core.height.eq(self.height),
             self.halted.eq(core.halted),
-            self.progress.eq(core.progress | _any(router.o[port].valid for port in Port)),
+            self.progress.eq(core.progress | Cat(router.o[port].valid for port in Port).any()),
             self.trap_cause.eq(core.trap_cause),
             self.trap_pc.eq(core.trap_pc),
             self.pc.eq(core.pc),
