@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 from amaranth.hdl import UnusedElaboratable
 from amaranth.lib.wiring import In, Out
-from amaranth.sim import Simulator
 from hypothesis import given, settings, strategies as st
 
 import hdl
@@ -28,6 +27,7 @@ from hdl.tile import tile_signature
 from mesh import MeshConfig, RouteTable, isa
 from mesh.isa import Kind, TrapCause
 
+from sim_bench import Bench
 from verilator_lint import lint_warnings
 
 pytestmark = pytest.mark.filterwarnings(f"ignore::{UnusedElaboratable.__module__}."
@@ -148,36 +148,6 @@ class Receiver:
 
 
 # One simulator per design ---------------------------------------------------------------------
-
-class Bench:
-    """A simulator of ``dut`` that runs one test bench job per call of :meth:`execute`,
-    resetting the simulation (signals and memories) between jobs."""
-
-    def __init__(self, dut, clock=True):
-        self.dut = dut
-        self.sim = Simulator(dut)
-        if clock:
-            self.sim.add_clock(1e-6)
-        self._job = None
-        self._used = False
-
-    async def _testbench(self, ctx):
-        return await self._job(ctx)
-
-    def execute(self, job):
-        if self._used:
-            self.sim.reset()
-        else:
-            self.sim.add_testbench(self._testbench)
-        self._used = True
-        outcome = {}
-
-        async def wrapped(ctx):
-            outcome["value"] = await job(ctx)
-        self._job = wrapped
-        self.sim.run()
-        return outcome.get("value")
-
 
 async def load_memory(ctx, load, target, words, enable=None):
     """Write {address: word} (or a list from 0) through a load port, one word per cycle; with

@@ -17,7 +17,6 @@ from amaranth.hdl import Module, UnusedElaboratable
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-from amaranth.sim import Simulator
 
 import hdl
 from emulator.dma import (DmaModel, Transfer, check_transfer, stream_bound, transfer_cycles)
@@ -25,6 +24,7 @@ from hdl.dma import DmaEngine, DramModel, DramRequest, DramResponse
 from mesh.config import ConfigError
 from mesh.prefill import DmaError, DmaKind, PrefillConfig
 
+from sim_bench import Bench
 from verilator_lint import AMARANTH_WARNINGS, lint_warnings
 
 pytestmark = pytest.mark.filterwarnings(f"ignore::{UnusedElaboratable.__module__}."
@@ -245,35 +245,6 @@ class DmaSystem(wiring.Component):
             self.error_cause.eq(dma.error_cause), self.dram_error.eq(self.dram.error),
         ]
         return m
-
-
-class Bench:
-    """A simulator of ``dut`` that runs one test bench job per call of :meth:`execute`,
-    resetting the simulation between jobs."""
-
-    def __init__(self, dut):
-        self.dut = dut
-        self.sim = Simulator(dut)
-        self.sim.add_clock(1e-6)
-        self._job = None
-        self._used = False
-
-    async def _testbench(self, ctx):
-        return await self._job(ctx)
-
-    def execute(self, job):
-        if self._used:
-            self.sim.reset()
-        else:
-            self.sim.add_testbench(self._testbench)
-        self._used = True
-        outcome = {}
-
-        async def wrapped(ctx):
-            outcome["value"] = await job(ctx)
-        self._job = wrapped
-        self.sim.run()
-        return outcome.get("value")
 
 
 def contents(config, seed):

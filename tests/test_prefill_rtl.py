@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 from amaranth.hdl import UnusedElaboratable
 from amaranth.lib.wiring import In, Out
-from amaranth.sim import Simulator
 
 import hdl
 from emulator.prefill import PrefillEmulator, PrefillError
@@ -27,6 +26,7 @@ from hdl.vector_engine import VectorOp
 from mesh import isa
 from mesh.prefill import Command, DmaKind, Op, PrefillConfig
 
+from sim_bench import Bench
 from verilator_lint import AMARANTH_WARNINGS, lint_warnings
 
 pytestmark = pytest.mark.filterwarnings(f"ignore::{UnusedElaboratable.__module__}."
@@ -117,34 +117,6 @@ def test_error_causes_are_distinct():
 
 
 # Simulation ----------------------------------------------------------------------------------
-
-class Bench:
-    """A simulator of ``dut`` running one test bench job per :meth:`execute`, reset between."""
-
-    def __init__(self, dut):
-        self.dut = dut
-        self.sim = Simulator(dut)
-        self.sim.add_clock(1e-6)
-        self._job = None
-        self._used = False
-
-    async def _testbench(self, ctx):
-        return await self._job(ctx)
-
-    def execute(self, job):
-        if self._used:
-            self.sim.reset()
-        else:
-            self.sim.add_testbench(self._testbench)
-        self._used = True
-        outcome = {}
-
-        async def wrapped(ctx):
-            outcome["value"] = await job(ctx)
-        self._job = wrapped
-        self.sim.run()
-        return outcome.get("value")
-
 
 _benches = {}
 

@@ -16,7 +16,6 @@ import pytest
 from amaranth.hdl import Shape, UnusedElaboratable
 from amaranth.lib import data
 from amaranth.lib.wiring import In, Out
-from amaranth.sim import Simulator
 from hypothesis import given, settings, strategies as st
 
 import hdl
@@ -24,6 +23,7 @@ from emulator import SystolicModel, systolic_reference
 from hdl import ProcessingElement, SystolicArray
 from hdl.systolic import Activation
 
+from sim_bench import Bench
 from verilator_lint import AMARANTH_WARNINGS, lint_warnings
 
 pytestmark = pytest.mark.filterwarnings(f"ignore::{UnusedElaboratable.__module__}."
@@ -39,35 +39,6 @@ def collect_unused_components():
 
 
 # One simulator per design ---------------------------------------------------------------------
-
-class Bench:
-    """A simulator of ``dut`` that runs one test bench job per call of :meth:`execute`,
-    resetting the simulation between jobs."""
-
-    def __init__(self, dut):
-        self.dut = dut
-        self.sim = Simulator(dut)
-        self.sim.add_clock(1e-6)
-        self._job = None
-        self._used = False
-
-    async def _testbench(self, ctx):
-        return await self._job(ctx)
-
-    def execute(self, job):
-        if self._used:
-            self.sim.reset()
-        else:
-            self.sim.add_testbench(self._testbench)
-        self._used = True
-        outcome = {}
-
-        async def wrapped(ctx):
-            outcome["value"] = await job(ctx)
-        self._job = wrapped
-        self.sim.run()
-        return outcome.get("value")
-
 
 _benches = {}
 

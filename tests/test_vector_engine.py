@@ -17,7 +17,6 @@ from amaranth.hdl import Module, Shape, UnusedElaboratable, Elaboratable
 from amaranth.lib import data
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-from amaranth.sim import Simulator
 from hypothesis import given, settings, strategies as st
 
 import hdl
@@ -26,6 +25,7 @@ from emulator.vector_engine import VectorCommand, VectorEngineModel, vector_op
 from hdl.vector_engine import VectorEngine, VectorOp
 from mesh import isa
 
+from sim_bench import Bench
 from verilator_lint import AMARANTH_WARNINGS, lint_warnings
 
 pytestmark = pytest.mark.filterwarnings(f"ignore::{UnusedElaboratable.__module__}."
@@ -70,35 +70,6 @@ class Harness(Elaboratable):
             m.d.comb += [w.en.eq(write.en), w.addr.eq(write.addr[:bits]),
                          w.data.eq(write.data.as_value())]
         return m
-
-
-class Bench:
-    """A simulator of ``dut`` that runs one test bench job per call of :meth:`execute`,
-    resetting the simulation between jobs."""
-
-    def __init__(self, dut):
-        self.dut = dut
-        self.sim = Simulator(dut)
-        self.sim.add_clock(1e-6)
-        self._job = None
-        self._used = False
-
-    async def _testbench(self, ctx):
-        return await self._job(ctx)
-
-    def execute(self, job):
-        if self._used:
-            self.sim.reset()
-        else:
-            self.sim.add_testbench(self._testbench)
-        self._used = True
-        outcome = {}
-
-        async def wrapped(ctx):
-            outcome["value"] = await job(ctx)
-        self._job = wrapped
-        self.sim.run()
-        return outcome.get("value")
 
 
 _benches = {}
