@@ -97,7 +97,7 @@ class SystolicModel:
         self._weights = np.zeros((2, self._n, self._n), dtype=np.int64)
         self._in_flight = []
 
-    def step(self, *, weights=None, act=None):
+    def step(self, *, weights=None, act=None, transpose=False):
         """Model one cycle and return the output row of this cycle (an int32 array of n), or
         None when the output is not valid.
 
@@ -106,6 +106,8 @@ class SystolicModel:
         weights : None or (buffer, row, data)
             A weight row write in this cycle: row ``row`` (0 to n - 1) of buffer ``buffer``
             (0 or 1) becomes ``data`` (n int8) at the end of the cycle.
+        transpose : bool
+            The weight write fills column ``row`` instead: ``weights[buffer, i, row] = data[i]``.
         act : None or (buffer, data)
             An activation row presented in this cycle (None: a bubble): ``data`` (n int8),
             element i into array row i, multiplying weight buffer ``buffer``.
@@ -136,7 +138,10 @@ class SystolicModel:
             output = self._in_flight.pop(0).acc.astype(np.int32)   # wraps like int32
 
         if weights is not None:
-            self._weights[w_buffer, w_row] = w_data
+            if transpose:
+                self._weights[w_buffer, :, w_row] = w_data
+            else:
+                self._weights[w_buffer, w_row] = w_data
         self.cycle += 1
         return output
 

@@ -113,7 +113,10 @@ class SystolicArray(wiring.Component):
 
     **Weights.** When ``weights.valid`` in cycle c, row ``weights.row`` of weight buffer
     ``weights.buffer`` becomes ``weights.data`` at the end of cycle c: element j goes into
-    PE(row, j). A row index of n or more (possible when n is not a power of two) writes nothing.
+    PE(row, j). With ``weights.transpose`` high, column ``weights.row`` is written instead:
+    element i goes into PE(i, row), so n writes load the transpose of n rows (attention's
+    Q x K^T takes K as it comes out of the array, one key per row). A row index of n or more
+    (possible when n is not a power of two) writes nothing.
 
     **Activations.** An activation row presented in cycle t (``act.valid`` high, ``act.buffer``
     = b, ``act.data`` = a) travels as n elements, each carrying the valid bit and b. Element i
@@ -155,9 +158,9 @@ class SystolicArray(wiring.Component):
 
     Members
     -------
-    weights : :py:`In(Signature({"valid": Out(1), "buffer": Out(1), "row": Out(range(n)),
-    "data": Out(ArrayLayout(signed(8), n))}))`
-        Weight row write port.
+    weights : :py:`In(Signature({"valid": Out(1), "buffer": Out(1), "transpose": Out(1),
+    "row": Out(range(n)), "data": Out(ArrayLayout(signed(8), n))}))`
+        Weight row (or, with ``transpose``, column) write port.
     act : :py:`In(Signature({"valid": Out(1), "buffer": Out(1),
     "data": Out(ArrayLayout(signed(8), n))}))`
         Activation row input: element i enters array row i.
@@ -187,6 +190,7 @@ class SystolicArray(wiring.Component):
             "weights": In(wiring.Signature({
                 "valid": Out(1),
                 "buffer": Out(1),
+                "transpose": Out(1),
                 "row": Out(range(n)),
                 "data": Out(row_of_int8),
             })),
@@ -221,16 +225,16 @@ class SystolicArray(wiring.Component):
             for j in range(n):
                 m.submodules[f"pe_{i}_{j}"] = pes[i][j]
 
-        # Weight writes: row `row` of the addressed buffer, element j into column j.
+        # Weight writes: row `row` of the addressed buffer, element j into column j; or, when
+        # transposed, column `row`, element i into row i.
+        w = self.weights
         for i in range(n):
-            write_row = Signal(name=f"write_row_{i}")
-            m.d.comb += write_row.eq(self.weights.valid & (self.weights.row == i))
             for j in range(n):
                 port = pes[i][j].weight
                 m.d.comb += [
-                    port.valid.eq(write_row),
-                    port.buffer.eq(self.weights.buffer),
-                    port.data.eq(self.weights.data[j]),
+                    port.valid.eq(w.valid & Mux(w.transpose, w.row == j, w.row == i)),
+                    port.buffer.eq(w.buffer),
+                    port.data.eq(Mux(w.transpose, w.data[i], w.data[j])),
                 ]
 
         # Skew: element i of the row waits i cycles, then enters PE(i, 0).

@@ -69,7 +69,8 @@ def unpack(raw, bits, count):
 
 def run_array(n, schedule):
     """Run ``schedule`` on the n x n array, one entry per cycle: ``(weights, act)`` with
-    ``weights`` None or (buffer, row, data) and ``act`` None (a bubble) or (buffer, data), then
+    ``weights`` None or (buffer, row, data[, transpose]) and ``act`` None (a bubble) or
+    (buffer, data), then
     enough idle cycles to drain it. Every cycle, the RTL's output must equal the reference
     model's (valid, and data; data all zeros when not valid). Returns {cycle: output row}."""
     bench = array_bench(n)
@@ -88,12 +89,15 @@ def run_array(n, schedule):
                 ctx.set(dut.weights.buffer, int(weights[0]))
                 ctx.set(dut.weights.row, int(weights[1]))
                 ctx.set(weights_data, pack(weights[2], 8))
+            transpose = weights is not None and len(weights) > 3 and bool(weights[3])
+            ctx.set(dut.weights.transpose, transpose)
             ctx.set(dut.act.valid, act is not None)
             if act is not None:
                 ctx.set(dut.act.buffer, int(act[0]))
                 ctx.set(act_data, pack(act[1], 8))
             valid, raw = ctx.get(dut.out.valid), ctx.get(out_data)
-            expected = model.step(weights=weights, act=act)
+            expected = model.step(weights=None if weights is None else weights[:3], act=act,
+                                  transpose=transpose)
             if expected is None:
                 assert (valid, raw) == (0, 0), f"cycle {cycle}: output without a row"
             else:
@@ -152,7 +156,8 @@ def test_array_members(n):
     int8_row = data.ArrayLayout(Shape(8, signed=True), n)
     # Members of In(...) ports, as the array sees them: inputs.
     assert {name: (m.flow, m.shape) for name, m in members["weights"].signature.members.items()} \
-        == {"valid": (In, 1), "buffer": (In, 1), "row": (In, range(n)), "data": (In, int8_row)}
+        == {"valid": (In, 1), "buffer": (In, 1), "transpose": (In, 1), "row": (In, range(n)),
+            "data": (In, int8_row)}
     assert {name: (m.flow, m.shape) for name, m in members["act"].signature.members.items()} \
         == {"valid": (In, 1), "buffer": (In, 1), "data": (In, int8_row)}
     assert {name: (m.flow, m.shape) for name, m in members["out"].signature.members.items()} \
@@ -510,14 +515,26 @@ def test_random_writes_while_streaming_match_the_model(n, drawn):
     for k in range(count):
         weights = None
         if rng.random() < 0.4:
-            weights = (int(rng.integers(2)), int(rng.integers(n)), list(rng.integers(-128, 128,
-                                                                                      size=n)))
+            weights = (int(rng.integers(2)), int(rng.integers(n)),
+                       list(rng.integers(-128, 128, size=n)), bool(rng.integers(2)))
         act = None
         if rng.random() < 0.8:
             act = (int(rng.integers(2)), list(rng.integers(-128, 128, size=n)))
         schedule.append((weights, act))
     outputs = run_array(n, schedule)
     check_times(outputs, schedule, 2 * n)
+
+
+@pytest.mark.parametrize("n", [3, 8])
+def test_transposed_load_gives_q_times_k_transposed(n):
+    """Writing the rows of K as columns loads K^T: streaming the rows of Q then gives
+    Q x K^T, attention's scores, with K as the array produced it (one key per row)."""
+    rng = np.random.default_rng(n)
+    k, q = int8_matrix(rng, n, n), int8_matrix(rng, 2 * n, n)
+    schedule = [((0, key, list(k[key]), True), None) for key in range(n)]
+    schedule += stream(q, [0] * len(q))
+    outputs = run_array(n, schedule)
+    assert [outputs[t] for t in sorted(outputs)] == (q @ k.T).tolist()
 
 
 # Verilog --------------------------------------------------------------------------------------
@@ -530,7 +547,8 @@ def array_verilog():
 def test_verilog_ports(array_verilog):
     header = re.search(r"^module systolic\((.*?)\);", array_verilog, re.M | re.S).group(1)
     assert sorted(p.strip() for p in header.split(",")) == sorted([
-        "clk", "rst", "weights__valid", "weights__buffer", "weights__row", "weights__data",
+        "clk", "rst", "weights__valid", "weights__buffer", "weights__transpose", "weights__row",
+        "weights__data",
         "act__valid", "act__buffer", "act__data", "out__valid", "out__data"])
     for direction, width, name in [("input", 3, "weights__row"), ("input", 64, "weights__data"),
                                    ("input", 64, "act__data"), ("output", 256, "out__data")]:
