@@ -225,7 +225,7 @@ class Channel:
 
         # The input.
         if valid:
-            self._entering.append(int(word) & MASK)
+            self._entering.append(word & MASK if type(word) is int else int(word) & MASK)
             if last:
                 self._enter(t)
         return out
