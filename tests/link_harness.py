@@ -63,34 +63,50 @@ class LinkHarness:
         top.submodules.rx = self.rx
         self.bench = Bench(top)
 
-    def run(self, words, faults=None, seed=0, *, src=0, message=1, start_cycle=0,
-            max_cycles=20000, trace=False, tail=0):
-        """Send ``words`` (loaded at word ``src`` of the source memory) as message ``message``
-        through channels with ``faults`` (``make_channels``: None, one FaultConfig, or one per
-        lane). Runs until the sender is done or has failed and the receiver is done (or the
-        sender failed), then ``tail`` more cycles, at most ``max_cycles`` cycles in all."""
+    def run(self, words, faults=None, seed=0, *, src=0, message=1, **kwargs):
+        """Send one message: :meth:`run_messages` with ``[(words, src, message)]``."""
+        return self.run_messages([(words, src, message)], faults, seed, **kwargs)
+
+    def run_messages(self, messages, faults=None, seed=0, *, start_cycle=0, max_cycles=20000,
+                     trace=False, tail=0):
+        """Send ``messages``, (words, src, message id) each, in order through channels with
+        ``faults`` (``make_channels``: None, one FaultConfig, or one per lane): all the words
+        are loaded into the source memory first (the regions must not overlap); the first
+        command is offered in cycle ``start_cycle``, each next one in the cycle after the
+        previous message ended (the sender done and the receiver done); a sender error ends
+        the run. Then ``tail`` more cycles run, at most ``max_cycles`` cycles in all.
+        ``received``: the receive buffer's words of the last message."""
         tx, rx, lanes = self.tx, self.rx, self.config.lanes
         forward, reverse = make_channels(self.config, faults, seed)
-        words = [int(w) & 0xFFFFFFFF for w in words]
+        messages = [([int(w) & 0xFFFFFFFF for w in words], src, message)
+                    for words, src, message in messages]
+        spans = sorted((src, src + len(words)) for words, src, _ in messages)
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), "overlapping messages"
 
         async def job(ctx):
             result = LinkRun()
-            for i, w in enumerate(words):
-                ctx.set(tx.source.data[src + i], w)
+            for words, src, _ in messages:
+                for i, w in enumerate(words):
+                    ctx.set(tx.source.data[src + i], w)
             outs = [(tx.data_out[l], rx.ack_out[l]) for l in range(lanes)]
             ins = [(rx.data_in[l], tx.ack_in[l]) for l in range(lanes)]
             driven = [[(0, 0, 0), (0, 0, 0)] for _ in range(lanes)]
             channels = list(zip(forward, reverse))
-            stop_at = None
+            pending = list(messages)
+            offer_at, stop_at, offered = start_cycle, None, False
+            tx_seen = rx_seen = 0
             for t in range(max_cycles):
-                if t == start_cycle:
+                if offered:
+                    ctx.set(tx.start.valid, 0)
+                    offered = False
+                if t == offer_at and pending:
+                    words, src, message = pending.pop(0)
                     ctx.set(tx.start.valid, 1)
                     ctx.set(tx.start.src, src)
                     ctx.set(tx.start.length, 4 * len(words))
                     ctx.set(tx.start.dst, self.rx_node)
                     ctx.set(tx.start.message, message)
-                elif t == start_cycle + 1:
-                    ctx.set(tx.start.valid, 0)
+                    offered = True
                 for l in range(lanes):
                     for d, (out, inp, channel) in enumerate(zip(outs[l], ins[l], channels[l])):
                         valid = ctx.get(out.valid)
@@ -112,7 +128,12 @@ class LinkHarness:
                 result.cycles = t + 1
                 if stop_at is None:
                     error = ctx.get(tx.error)
-                    if (result.tx_done or error) and (result.rx_done or error):
+                    ended = (len(result.tx_done) > tx_seen or error) and (
+                        len(result.rx_done) > rx_seen or error)
+                    if ended and pending and not error:
+                        offer_at = t + 1
+                        tx_seen, rx_seen = len(result.tx_done), len(result.rx_done)
+                    elif ended:
                         stop_at = t + 1 + tail
                 if stop_at is not None and result.cycles >= stop_at:
                     break
@@ -122,7 +143,8 @@ class LinkHarness:
             result.tx["drops"] = _drops(ctx, tx.drops)
             result.rx = {name: ctx.get(getattr(rx, name)) for name in RX_COUNTERS}
             result.rx["drops"] = _drops(ctx, rx.drops)
-            result.received = [ctx.get(rx.buffer.data[i]) for i in range(len(words))]
+            last = messages[-1][0]
+            result.received = [ctx.get(rx.buffer.data[i]) for i in range(len(last))]
             return result
 
         return self.bench.execute(job)

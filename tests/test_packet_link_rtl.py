@@ -2,7 +2,7 @@
 docs/ARCHITECTURE.md section 12: the CRC against zlib; the sender alone and the receiver alone
 against hand-built packets (mesh.link.build_packet) at the cycles the specification gives; the
 pair through seeded channels (emulator.channel), messages delivered byte for byte, with faults;
-Verilator's lint.
+Verilator's lint; and the pair in lockstep with emulator.link, word for word and cycle for cycle.
 
 Cycle 0 is the first cycle of a test bench job (right after the simulator's reset). A packet
 fed to a lane of r cycles per word "at cycle c" has its word j on the lane in cycle c + j x r.
@@ -18,6 +18,7 @@ from amaranth.hdl import UnusedElaboratable
 
 import hdl
 from emulator.channel import FaultConfig
+from emulator.link import LinkEmulator
 from hdl.crc32 import CRC32_INIT, Crc32Word, crc32_masks, crc32_step
 from hdl.packet_rx import PacketRx
 from hdl.packet_tx import PacketTx
@@ -515,6 +516,83 @@ def test_pair_sends_two_messages():
     for k in range(2):
         words = words_of(20 + k, 23 + 9 * k)
         check_delivered(harness(config).run(words, message=5 + k), words, 5 + k)
+
+
+# Lockstep with the emulator ------------------------------------------------------------------
+
+def lockstep(config, messages, faults, seed):
+    """Run ``messages`` (words, src, id) on the RTL (:class:`LinkHarness`) and on
+    ``emulator.link.LinkEmulator`` with the same seeded channels; every word entering a channel
+    (both directions, every lane, its cycle), the done cycles, the errors, the counters and the
+    message received must be equal. Returns the RTL's run and the emulator."""
+    run = harness(config).run_messages(messages, faults, seed, trace=True)
+    emulator = LinkEmulator(config, faults, seed, TX_NODE, RX_NODE, trace=True)
+    results = []
+    for words, src, message in messages:
+        results.append(emulator.send(words, src=src, message=message))
+        if results[-1].error:
+            break
+    mine = sorted((t, lane, direction, word, last) for t, direction, lane, word, last in run.trace)
+    theirs = sorted(emulator.trace)
+    for k, (a, b) in enumerate(zip(mine, theirs)):
+        assert a == b, f"word {k}: RTL {a}, emulator {b}"
+    assert len(mine) == len(theirs)
+    last = results[-1]
+    assert run.tx_done == [r.done_cycle for r in results if r.done_cycle is not None]
+    assert run.rx_done == [r.rx_done_cycle for r in results if r.rx_done_cycle is not None]
+    assert run.cycles == last.cycles
+    assert (run.error, run.error_seq) == (last.error, emulator.tx.error_seq)
+    assert run.lane_dead == sum(1 << lane for lane in last.lanes_dead)
+    assert run.tx == {"sent": last.sent, "retransmits": last.retransmits,
+                      "timeouts": last.timeouts, "acks": last.acks_received,
+                      "nacks": last.nacks_received, "drops": last.tx_drops}
+    assert run.rx == {"accepted": last.accepted, "acks": last.acks_sent,
+                      "nacks": last.nacks_sent, "ack_drops": last.ack_drops,
+                      "drops": last.rx_drops}
+    if not last.error:
+        assert run.received == list(last.words) == messages[-1][0]
+    return run, emulator
+
+
+FAULTS = FaultConfig(drop=0.1, flip=0.05, duplicate=0.15, reorder=0.15)
+
+
+@pytest.mark.parametrize("lanes, lane_width, seed", [(4, 32, 11), (2, 16, 12), (4, 8, 13)])
+def test_lockstep_two_messages_through_faults(lanes, lane_width, seed):
+    """Two messages back to back (the second offered in the cycle after the first ended), so
+    late packets of the first meet the receiver as a completed message's duplicates."""
+    messages = [(words_of(seed, 34), 0, 0x7FF), (words_of(seed + 1, 30), 34, 0)]
+    run, _ = lockstep(pair_config(lanes, lane_width), messages, FAULTS, seed)
+    assert run.tx["retransmits"] and len(run.rx_done) == 2
+
+
+def test_lockstep_dying_lanes_and_full_queues():
+    """Lane 1 dies, lane 2 loses a third of its packets; NACKs on every gap, ACK queues of
+    one: a NACK never fits behind its ACK, so each is dropped (and counted)."""
+    config = pair_config(3, 32, nack_gap=1, ack_queue=1, lane_dead_after=2)
+    faults = [FaultConfig(duplicate=0.3, reorder=0.3), FaultConfig(dead_at=40),
+              FaultConfig(drop=0.3, flip=0.1)]
+    run, _ = lockstep(config, [(words_of(14, 64), 0, 9)], faults, 14)
+    assert run.lane_dead == 0b010 and run.rx["ack_drops"] and run.rx["nacks"] == 0
+
+
+def test_lockstep_overlapping_copies():
+    """One lane, max_payload 16, 34 words: the 2-word last packet completes while the full one
+    before it is still being copied (two copy engines of lane 0 at once)."""
+    config = pair_config(1, 32, max_payload=16)
+    run, emulator = lockstep(config, [(words_of(15, 34), 0, 3)], None, 0)
+    assert emulator.rx.max_copies == [2]
+
+
+@pytest.mark.parametrize("faults, limits, error", [
+    (FaultConfig(dead_at=0), (4, 2), TxError.LANES_DEAD),
+    (FaultConfig(drop=0.6), (1, 4), TxError.RETRY_LIMIT),
+])
+def test_lockstep_errors(faults, limits, error):
+    retry_limit, lane_dead_after = limits
+    config = pair_config(2, 32, retry_limit=retry_limit, lane_dead_after=lane_dead_after)
+    run, _ = lockstep(config, [(words_of(16, 40), 0, 1)], faults, 16)
+    assert run.error == error
 
 
 # Verilog ---------------------------------------------------------------------------------------
