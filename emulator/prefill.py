@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mesh.prefill import Command, CommandError, DmaKind, DmaError, Op, PrefillConfig
+from mesh.prefill import (Command, CommandError, DmaKind, DmaError, EngineError, Op,
+                          PrefillConfig)
 from .dma import DmaModel, Transfer, check_transfer
 from .systolic import SystolicModel
-from .vector_engine import PORTS, REDUCTIONS, VectorCommand, VectorEngineModel, VectorOp
+from .vector_engine import REDUCTIONS, VectorCommand, VectorEngineModel, VectorOp, ports
 
 __all__ = ["PrefillEmulator", "PrefillResult", "PrefillError", "PrefillCycleLimit",
            "FastArray"]
@@ -33,11 +34,14 @@ __all__ = ["PrefillEmulator", "PrefillResult", "PrefillError", "PrefillCycleLimi
 class PrefillError(RuntimeError):
     """A command that cannot run. Attributes: ``index`` (command index), ``command`` (the
     :class:`Command`, or None for a reserved op / an index past the command memory), ``check``
-    (the failed check, a short string), ``cycle`` (the cycle the engine stopped in)."""
+    (the failed check, a short string), ``cycle`` (the cycle the engine stopped in), ``cause``
+    (the :class:`mesh.prefill.EngineError` the RTL reports as ``error_cause``; None for a
+    :class:`PrefillCycleLimit`)."""
 
-    def __init__(self, message, index=None, command=None, check=None, cycle=None):
+    def __init__(self, message, index=None, command=None, check=None, cycle=None, cause=None):
         super().__init__(message)
         self.index, self.command, self.check, self.cycle = index, command, check, cycle
+        self.cause = None if cause is None else EngineError(cause)
 
 
 class PrefillCycleLimit(PrefillError):
@@ -111,11 +115,16 @@ class PrefillResult:
         return self.counters["macs"] / (self.cycles * n * n) if self.cycles else 0.0
 
 
+#: The sequencer's cause for each DMA refusal.
+_DMA_CAUSES = {DmaError.KIND: EngineError.DMA_KIND, DmaError.ROWS: EngineError.DMA_ROWS,
+               DmaError.DRAM: EngineError.DMA_DRAM}
+
+
 def _vector_rows_check(config, vc):
     """The failed bound check of a VECTOR command, or None."""
     n = config.n
     rows = vc.row_count(n)
-    sbuf_a, sbuf_b, psum_a, psum_b, writes = PORTS[VectorOp(vc.op)]
+    sbuf_a, sbuf_b, psum_a, psum_b, writes = ports(vc.op, vc.acc)
     checks = [(sbuf_a, vc.src_a, rows, config.sbuf_rows, "SBUF rows a"),
               (sbuf_b, vc.src_b, rows, config.sbuf_rows, "SBUF rows b"),
               (psum_a, vc.src_a, rows, config.psum_rows, "PSUM rows a"),
@@ -201,25 +210,26 @@ class PrefillEmulator:
         self._words = words
         self._decoded = {}
 
-    def _fail(self, check, command=None):
+    def _fail(self, cause, check, command=None):
         index = self.pc
         what = repr(command) if command is not None else "no command"
         raise PrefillError(f"command {index} ({what}) cannot run in cycle {self.cycle}: {check}",
-                           index=index, command=command, check=check, cycle=self.cycle)
+                           index=index, command=command, check=check, cycle=self.cycle,
+                           cause=cause)
 
     def _command(self):
         """The command at ``pc`` (raises PrefillError for a reserved op / past the memory)."""
         pc = self.pc
         if pc >= self.config.commands:
-            self._fail(f"command index {pc} past the command memory of "
-                       f"{self.config.commands}")
+            self._fail(EngineError.INDEX, f"command index {pc} past the command memory of "
+                                          f"{self.config.commands}")
         if pc not in self._decoded:
             word = self._words[pc] if pc < len(self._words) else 0
             try:
                 self._decoded[pc] = Command.decode(word)
             except CommandError:
                 op = word & 0xF
-                self._fail(f"reserved op {op} (word 0x{word:032x})")
+                self._fail(EngineError.OP, f"reserved op {op} (word 0x{word:032x})")
         return self._decoded[pc]
 
     # Busy flags at the start of the current cycle ---------------------------------------------
@@ -256,7 +266,8 @@ class PrefillEmulator:
                                 row=cmd.a, rows=cmd.count)
             cause = check_transfer(cfg, transfer)
             if cause != DmaError.NONE:
-                self._fail(f"the DMA refuses the transfer: DmaError.{cause.name}", cmd)
+                self._fail(_DMA_CAUSES[cause],
+                           f"the DMA refuses the transfer: DmaError.{cause.name}", cmd)
             return ("dma", transfer)
         if op == Op.WAIT:
             if not (self._dma.done_tags >> cmd.tag) & 1:
@@ -269,9 +280,10 @@ class PrefillEmulator:
                 return None
             k = cmd.count
             if not 1 <= k <= n:
-                self._fail(f"WEIGHTS count {k} outside 1..{n}", cmd)
+                self._fail(EngineError.WEIGHTS_COUNT, f"WEIGHTS count {k} outside 1..{n}", cmd)
             if cmd.a + k > cfg.sbuf_rows:
-                self._fail(f"WEIGHTS SBUF rows {cmd.a}..{cmd.a + k - 1} past the "
+                self._fail(EngineError.WEIGHTS_ROWS,
+                           f"WEIGHTS SBUF rows {cmd.a}..{cmd.a + k - 1} past the "
                            f"{cfg.sbuf_rows} rows", cmd)
             for i in range(n):
                 self._loader.append((c + i, cmd.buffer, i, cmd.a + i if i < k else None))
@@ -284,12 +296,14 @@ class PrefillEmulator:
                 return None
             m = cmd.count
             if m == 0:
-                self._fail("MATMUL count 0", cmd)
+                self._fail(EngineError.MATMUL_COUNT, "MATMUL count 0", cmd)
             if cmd.a + m > cfg.sbuf_rows:
-                self._fail(f"MATMUL SBUF rows {cmd.a}..{cmd.a + m - 1} past the "
+                self._fail(EngineError.MATMUL_SBUF,
+                           f"MATMUL SBUF rows {cmd.a}..{cmd.a + m - 1} past the "
                            f"{cfg.sbuf_rows} rows", cmd)
             if cmd.b + m > cfg.psum_rows:
-                self._fail(f"MATMUL PSUM rows {cmd.b}..{cmd.b + m - 1} past the "
+                self._fail(EngineError.MATMUL_PSUM,
+                           f"MATMUL PSUM rows {cmd.b}..{cmd.b + m - 1} past the "
                            f"{cfg.psum_rows} rows", cmd)
             for i in range(m):
                 self._stream.append((c + i, cmd.buffer, cmd.a + i, cmd.b + i, cmd.acc))
@@ -301,16 +315,16 @@ class PrefillEmulator:
             if (not self._vec.ready or self.array_busy() or self.streamer_busy()
                     or self.loader_busy()):
                 return None
-            if cmd.sub > VectorOp.ROWSUM:
-                self._fail(f"VECTOR op {cmd.sub} above ROWSUM", cmd)
             if cmd.stride > 63:
-                self._fail(f"VECTOR shift {cmd.stride} above 63", cmd)
+                self._fail(EngineError.VECTOR_SHIFT, f"VECTOR shift {cmd.stride} above 63", cmd)
             multiplier = cmd.addr - (1 << 32) if cmd.addr >= 1 << 31 else cmd.addr
             vc = VectorCommand(op=cmd.sub, src_a=cmd.a, src_b=cmd.b, dst=cmd.c,
-                               rows=cmd.count, multiplier=multiplier, shift=cmd.stride)
+                               rows=cmd.count, multiplier=multiplier, shift=cmd.stride,
+                               acc=cmd.acc)
             check = _vector_rows_check(cfg, vc)
             if check is not None:
-                self._fail(f"VECTOR {VectorOp(cmd.sub).name}: {check}", cmd)
+                self._fail(EngineError.VECTOR_ROWS, f"VECTOR {VectorOp(cmd.sub).name}: {check}",
+                           cmd)
             self.vector_last = c + vc.row_count(n) + 1
             return ("vector", vc)
         if op == Op.HALT:
@@ -318,7 +332,8 @@ class PrefillEmulator:
                     or self.loader_busy() or self.vector_busy()):
                 return None
             return ("halt", None)
-        self._fail(f"reserved op {int(op)}", cmd)    # not reached: Op has no other values
+        # Not reached: Op has no other values.
+        self._fail(EngineError.OP, f"reserved op {int(op)}", cmd)
 
     def step(self):
         """Model one cycle; returns False once the engine is done (HALT issued earlier)."""

@@ -6,40 +6,32 @@ The contract, in short: a command taken in cycle c with R rows reads row i in cy
 data is the memory as written by the writes of cycles before c + i), computes it in cycle
 c + i + 1 and writes it in cycle c + i + 2 (a reduction writes its one row in cycle c + R + 1; a
 LOAD_TABLE row writes the table at the end of cycle c + i + 1). The next command can be taken in
-cycle c + R; ``busy`` is high in cycles c + 1 .. c + R + 1. Requantization is
-:func:`mesh.isa.requantize` and the int8 lane ops are :func:`mesh.isa.lanes_op`.
+cycle c + R; ``busy`` is high in cycles c + 1 .. c + R + 1. Requantization (REQUANT, SCALE) is
+:func:`mesh.isa.requantize`, the int8 lane ops are :func:`mesh.isa.lanes_op`, RECIP and RSQRT are
+:func:`mesh.numerics.recip` and :func:`mesh.numerics.rsqrt`. The op codes are
+:class:`mesh.prefill.VectorOp` (the same as :class:`hdl.vector_engine.VectorOp`).
 """
 
-import enum
 from dataclasses import dataclass
 
 import numpy as np
 
-from mesh import isa
+from mesh import isa, numerics
+from mesh.prefill import VectorOp
 
-__all__ = ["VectorOp", "VectorCommand", "VectorEngineModel", "vector_op", "table_rows"]
+__all__ = ["VectorOp", "VectorCommand", "VectorEngineModel", "vector_op", "table_rows", "ports"]
 
 MIN_SIZE, MAX_SIZE = 2, 32
 ROW_BITS = 16
 TABLE_ENTRIES = 256
 
 
-class VectorOp(enum.IntEnum):
-    """The operation codes (the same as :class:`hdl.vector_engine.VectorOp`)."""
-    REQUANT = 0
-    ADD8 = 1
-    MAX8 = 2
-    MUL8 = 3
-    ADD32 = 4
-    LUT = 5
-    LOAD_TABLE = 6
-    ROWMAX = 7
-    ROWSUM = 8
-
-
 LANE_OPS = {VectorOp.ADD8: "vadd8", VectorOp.MAX8: "vmax8", VectorOp.MUL8: "vmul8"}
 REDUCTIONS = (VectorOp.ROWMAX, VectorOp.ROWSUM)
-# Per op: (SBUF read a, SBUF read b, PSUM read a, PSUM read b, writes: None, "sbuf" or "psum").
+#: The ops that read PSUM row b too when their command's ``acc`` is set.
+ACC_OPS = (VectorOp.LANEMAX, VectorOp.LANESUM)
+# Per op: (SBUF read a, SBUF read b, PSUM read a, PSUM read b, writes: None, "sbuf" or "psum");
+# the ops of ACC_OPS read PSUM b only with ``acc`` (see :func:`ports`).
 PORTS = {
     VectorOp.REQUANT: (False, False, True, False, "sbuf"),
     VectorOp.ADD8: (True, True, False, False, "sbuf"),
@@ -50,8 +42,22 @@ PORTS = {
     VectorOp.LOAD_TABLE: (True, False, False, False, None),
     VectorOp.ROWMAX: (False, False, True, False, "psum"),
     VectorOp.ROWSUM: (False, False, True, False, "psum"),
+    VectorOp.SUB32: (False, False, True, True, "psum"),
+    VectorOp.LANEMAX: (False, False, True, False, "psum"),
+    VectorOp.LANESUM: (False, False, True, False, "psum"),
+    VectorOp.MULW: (True, True, False, False, "psum"),
+    VectorOp.SCALE: (False, False, True, True, "sbuf"),
+    VectorOp.RECIP: (False, False, True, False, "psum"),
+    VectorOp.RSQRT: (False, False, True, False, "psum"),
 }
-_NO_PORTS = (False, False, False, False, None)   # codes 9 to 15
+
+
+def ports(op, acc=0):
+    """The ports of ``op`` with ``acc``: :data:`PORTS`, with PSUM read b for the ops of
+    :data:`ACC_OPS` when ``acc`` is set."""
+    op = VectorOp(op)
+    sbuf_a, sbuf_b, psum_a, psum_b, writes = PORTS[op]
+    return sbuf_a, sbuf_b, psum_a, psum_b or (op in ACC_OPS and bool(acc)), writes
 
 
 def table_rows(n):
@@ -96,12 +102,34 @@ def _lanes(name, a, b):
     return lanes.reshape(words.shape[:-1] + (-1,))[..., :length].astype(np.int64)
 
 
+def _check_shift(shift):
+    if (not isinstance(shift, (int, np.integer)) or isinstance(shift, bool)
+            or not 0 <= shift <= 63):
+        raise ValueError(f"shift must be an integer from 0 to 63, not {shift!r}")
+
+
+def _same_shape(a, b):
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same shape, not {a.shape} and {b.shape}")
+
+
+def _wrap32(values):
+    return values.astype(np.int32).astype(np.int64)
+
+
 def vector_op(op, a, b=None, *, multiplier=0, shift=0, table=None):
-    """The result of ``op`` (a :class:`VectorOp`) as plain numpy, on whole rows (int64 arrays).
+    """The result of ``op`` (a :class:`VectorOp`) as plain numpy, on whole rows (int64 arrays;
+    the element-wise ops take any shape, the lanes are the last axis).
 
     * REQUANT: ``a`` int32 -> int8 ``isa.requantize(a, multiplier, shift)``;
     * ADD8, MAX8, MUL8: ``a``, ``b`` int8 (same shape) -> int8 ``isa.lanes_op``;
-    * ADD32: ``a``, ``b`` int32 -> int32 ``a + b`` wrapping;
+    * ADD32, SUB32: ``a``, ``b`` int32 -> int32 ``a + b``, ``a - b`` wrapping;
+    * LANEMAX, LANESUM: ``a`` int32 (and ``b`` int32, same shape, or None) -> int32: the maximum
+      / the wrapping sum over the last axis, in every lane, combined with ``b`` (max / wrapping
+      sum) when ``b`` is given (the command's ``acc``);
+    * MULW: ``a``, ``b`` int8 -> int32 ``a * b``;
+    * SCALE: ``a``, ``b`` int32 -> int8 ``isa.requantize(a, b, shift)`` (per-lane multipliers);
+    * RECIP, RSQRT: ``a`` int32 -> ``mesh.numerics.recip(a, shift)`` / ``rsqrt(a, shift)``;
     * LUT: ``a`` int8, ``table`` 256 int8 -> ``table[a + 128]``;
     * LOAD_TABLE: ``a`` (rows, n) int8 with rows * n >= 256 -> the table (256 int8),
       ``a.reshape(-1)[:256]``;
@@ -110,23 +138,46 @@ def vector_op(op, a, b=None, *, multiplier=0, shift=0, table=None):
     """
     op = VectorOp(op)
     if op == VectorOp.REQUANT:
-        if (not isinstance(shift, (int, np.integer)) or isinstance(shift, bool)
-                or not 0 <= shift <= 63):
-            raise ValueError(f"shift must be an integer from 0 to 63, not {shift!r}")
+        _check_shift(shift)
         words = _int32("a", a) & 0xFFFFFFFF
         multiplier = int(_int32("multiplier", multiplier)) & 0xFFFFFFFF
         return _words_to_int8(isa.requantize(words.astype(np.uint32), np.uint32(multiplier),
                                              shift))
+    if op == VectorOp.SCALE:
+        _check_shift(shift)
+        a, b = _int32("a", a), _int32("b", b)
+        _same_shape(a, b)
+        return _words_to_int8(isa.requantize((a & 0xFFFFFFFF).astype(np.uint32),
+                                             (b & 0xFFFFFFFF).astype(np.uint32), shift))
+    if op in (VectorOp.RECIP, VectorOp.RSQRT):
+        _check_shift(shift)
+        function = numerics.recip if op == VectorOp.RECIP else numerics.rsqrt
+        return np.asarray(function(_int32("a", a), shift), dtype=np.int64)
     if op in LANE_OPS:
         a, b = _int8("a", a), _int8("b", b)
-        if a.shape != b.shape:
-            raise ValueError(f"a and b must have the same shape, not {a.shape} and {b.shape}")
+        _same_shape(a, b)
         return _lanes(LANE_OPS[op], a, b)
-    if op == VectorOp.ADD32:
+    if op == VectorOp.MULW:
+        a, b = _int8("a", a), _int8("b", b)
+        _same_shape(a, b)
+        return a * b
+    if op in (VectorOp.ADD32, VectorOp.SUB32):
         a, b = _int32("a", a), _int32("b", b)
-        if a.shape != b.shape:
-            raise ValueError(f"a and b must have the same shape, not {a.shape} and {b.shape}")
-        return (a + b).astype(np.int32).astype(np.int64)
+        _same_shape(a, b)
+        return _wrap32(a + b if op == VectorOp.ADD32 else a - b)
+    if op in ACC_OPS:
+        a = _int32("a", a)
+        if a.ndim < 1 or a.shape[-1] < 1:
+            raise ValueError(f"a must have one lane or more, not shape {a.shape}")
+        if op == VectorOp.LANEMAX:
+            result = np.broadcast_to(a.max(axis=-1, keepdims=True), a.shape)
+        else:
+            result = np.broadcast_to(_wrap32(a.sum(axis=-1, keepdims=True)), a.shape)
+        if b is None:
+            return result.copy()
+        b = _int32("b", b)
+        _same_shape(a, b)
+        return np.maximum(result, b) if op == VectorOp.LANEMAX else _wrap32(result + b)
     if op == VectorOp.LUT:
         table = _int8("table", table)
         if table.shape != (TABLE_ENTRIES,):
@@ -143,14 +194,14 @@ def vector_op(op, a, b=None, *, multiplier=0, shift=0, table=None):
     a = _int32("a", a)
     if op == VectorOp.ROWMAX:
         return a.max(axis=0)
-    return a.sum(axis=0).astype(np.int32).astype(np.int64)
+    return _wrap32(a.sum(axis=0))
 
 
 @dataclass(frozen=True)
 class VectorCommand:
-    """One command: ``op`` (a :class:`VectorOp`, or a code 9..15: no operation), rows ``src_a``,
-    ``src_b``, ``dst`` and ``rows`` (16-bit fields; ``rows`` 0 counts as 1), ``multiplier``
-    (int32) and ``shift`` (0..63)."""
+    """One command: ``op`` (a :class:`VectorOp`, 0..15), rows ``src_a``, ``src_b``, ``dst`` and
+    ``rows`` (16-bit fields; ``rows`` 0 counts as 1), ``multiplier`` (int32), ``shift``
+    (0..63) and ``acc`` (0 or 1: LANEMAX and LANESUM combine with PSUM row ``src_b`` + i)."""
     op: int
     src_a: int = 0
     src_b: int = 0
@@ -158,6 +209,7 @@ class VectorCommand:
     rows: int = 1
     multiplier: int = 0
     shift: int = 0
+    acc: int = 0
 
     def __post_init__(self):
         def check(name, low, high):
@@ -171,6 +223,7 @@ class VectorCommand:
             check(name, 0, 2**ROW_BITS - 1)
         check("multiplier", -2**31, 2**31 - 1)
         check("shift", 0, 63)
+        check("acc", 0, 1)
 
     def row_count(self, n):
         """R: the rows the command reads (and cycles it occupies the engine)."""
@@ -262,7 +315,7 @@ class VectorEngineModel:
         reads = {}
         for row in self._reads.pop(t, []):
             c = row.command
-            sbuf_a, sbuf_b, psum_a, psum_b, _ = PORTS.get(c.op, _NO_PORTS)
+            sbuf_a, sbuf_b, psum_a, psum_b, _ = ports(c.op, c.acc)
             a_addr = (c.src_a + row.i) % 2**ROW_BITS
             b_addr = (c.src_b + row.i) % 2**ROW_BITS
             data = {}
@@ -295,8 +348,6 @@ class VectorEngineModel:
 
     def _compute(self, row, t, table_updates):
         c, n, d = row.command, self._n, row.data
-        if c.op not in PORTS:
-            return
         op = VectorOp(c.op)
         result = None
         if op == VectorOp.LOAD_TABLE:
@@ -310,10 +361,16 @@ class VectorEngineModel:
                 result = vector_op(op, np.stack(row.gathered))
         elif op == VectorOp.REQUANT:
             result = vector_op(op, d["psum_read_a"], multiplier=c.multiplier, shift=c.shift)
-        elif op in LANE_OPS:
+        elif op in LANE_OPS or op == VectorOp.MULW:
             result = vector_op(op, d["sbuf_read_a"], d["sbuf_read_b"])
-        elif op == VectorOp.ADD32:
+        elif op in (VectorOp.ADD32, VectorOp.SUB32):
             result = vector_op(op, d["psum_read_a"], d["psum_read_b"])
+        elif op in ACC_OPS:
+            result = vector_op(op, d["psum_read_a"], d.get("psum_read_b"))
+        elif op == VectorOp.SCALE:
+            result = vector_op(op, d["psum_read_a"], d["psum_read_b"], shift=c.shift)
+        elif op in (VectorOp.RECIP, VectorOp.RSQRT):
+            result = vector_op(op, d["psum_read_a"], shift=c.shift)
         elif op == VectorOp.LUT:
             result = vector_op(op, d["sbuf_read_a"], table=self.table)
         if result is None:

@@ -8,43 +8,25 @@ section 11, "The sequencer").
 :class:`~hdl.dma.DramModel`, and the :class:`~hdl.vector_engine.VectorEngine`. The sequencer issues
 the commands in order, at most one per cycle, each in the first cycle whose issue conditions hold
 (evaluated from the registers at the start of the cycle); a command that cannot run stops the
-engine with an :class:`EngineError` cause.
+engine with a :class:`mesh.prefill.EngineError` cause.
 """
-
-from enum import IntEnum
 
 from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from mesh.prefill import COMMAND_BITS, COMMAND_FIELDS, DmaKind, Op, PrefillConfig
+from mesh.prefill import COMMAND_BITS, COMMAND_FIELDS, DmaKind, EngineError, Op, PrefillConfig
 
 from .dma import DmaEngine, DramModel, DramRequest, DramResponse
 from .systolic import SystolicArray
-from .vector_engine import VectorEngine, VectorOp, table_rows
+from .vector_engine import (ACC_OPS, PSUM_READ_A_OPS, PSUM_READ_B_OPS, PSUM_WRITE_OPS,
+                            REDUCTION_OPS, SBUF_READ_A_OPS, SBUF_READ_B_OPS, SBUF_WRITE_OPS,
+                            VectorEngine, VectorOp, table_rows)
 
-__all__ = ["PrefillEngine", "EngineError", "CYCLE_BITS"]
+__all__ = ["PrefillEngine", "CYCLE_BITS"]
 
 CYCLE_BITS = 32
-
-
-class EngineError(IntEnum):
-    """Why the sequencer stopped (``error_cause``, 4 bits), checked in this order per command."""
-    NONE = 0
-    OP = 1              # a reserved op (0, 7..15)
-    DMA_KIND = 2        # DMA: kind (sub) is 3 or more (DmaError.KIND)
-    DMA_ROWS = 3        # DMA: count is 0, or a + count exceeds the SBUF's (PSUM's) rows
-    DMA_DRAM = 4        # DMA: addr + (count - 1) * stride + row bytes exceeds dram_bytes
-    WEIGHTS_COUNT = 5   # WEIGHTS: count (k) outside 1..n
-    WEIGHTS_ROWS = 6    # WEIGHTS: a + k exceeds sbuf_rows
-    MATMUL_COUNT = 7    # MATMUL: count (m) is 0
-    MATMUL_SBUF = 8     # MATMUL: a + m exceeds sbuf_rows
-    MATMUL_PSUM = 9     # MATMUL: b + m exceeds psum_rows
-    VECTOR_OP = 10      # VECTOR: sub above ROWSUM
-    VECTOR_ROWS = 11    # VECTOR: a row its op reads or writes is past the SBUF/PSUM
-    INDEX = 12          # the command index is past the command memory
-    VECTOR_SHIFT = 13   # VECTOR: shift (stride) above 63 (checked after VECTOR_OP)
 
 
 def _field(word, name):
@@ -75,7 +57,8 @@ class PrefillEngine(wiring.Component):
     c + 1 cycles). A command that cannot run sets ``error`` from the cycle after the one in
     which it would have issued (its issue conditions held), with ``error_cause`` (an
     :class:`EngineError`) and ``error_index`` (its index; ``commands`` for a run past the end of
-    the command memory). Nothing issues after a stop; work already in flight completes.
+    the command memory). Nothing issues after a stop; work already in flight completes. The
+    causes, and the order of the checks, are :class:`mesh.prefill.EngineError`.
 
     **Issue conditions and effects** (per command, c = the issue cycle):
 
@@ -94,8 +77,9 @@ class PrefillEngine(wiring.Component):
       ``acc``).
     * VECTOR: the vector engine's ``ready``, not array_busy, not streamer_busy, not loader_busy;
       the engine takes the command in c (op = sub, src_a = a, src_b = b, dst = c, rows = count,
-      multiplier = addr, shift = stride). Beyond the draft's checks, a shift above 63 stops the
-      engine with VECTOR_SHIFT (as the emulator does).
+      multiplier = addr, shift = stride, acc = acc). A shift above 63 stops the engine with
+      VECTOR_SHIFT, a row past the SBUF/PSUM on a port the op uses (PSUM b for LANEMAX and
+      LANESUM only with acc) with VECTOR_ROWS.
     * HALT: none of dma, array, streamer, loader, vector busy.
 
     The busy terms are down-counters (registers), so no issue condition depends on the command
@@ -130,7 +114,7 @@ class PrefillEngine(wiring.Component):
         Command memory write port (word ``addr`` becomes ``data`` at the end of the cycle).
     done, error : :py:`Out(1)`
     error_cause : :py:`Out(4)`
-        An :class:`EngineError`.
+        A :class:`mesh.prefill.EngineError`.
     error_index : :py:`Out(range(commands + 1))`
     cycles : :py:`Out(32)`
     issue_valid : :py:`Out(1)`
@@ -307,19 +291,21 @@ class PrefillEngine(wiring.Component):
         vrows = Signal(17)
         m.d.comb += vrows.eq(Mux(sub == VectorOp.LOAD_TABLE.value, table_rows(n),
                                  Mux(count == 0, 1, count)))
-        vop = {o: (sub == o.value) for o in VectorOp}
-        sbuf_over = lambda start: (start + vrows) > config.sbuf_rows   # noqa: E731
-        psum_over = lambda start: (start + vrows) > config.psum_rows   # noqa: E731
+        def uses(ops):
+            return _any(*(sub == o.value for o in ops))
+
+        def past(start, limit):
+            return (start + vrows) > limit
+
+        row_ops = [o for o in PSUM_WRITE_OPS if o not in REDUCTION_OPS]
         vector_bad_rows = _any(
-            _any(vop[VectorOp.ADD8], vop[VectorOp.MAX8], vop[VectorOp.MUL8], vop[VectorOp.LUT],
-                 vop[VectorOp.LOAD_TABLE]) & sbuf_over(a),
-            _any(vop[VectorOp.ADD8], vop[VectorOp.MAX8], vop[VectorOp.MUL8]) & sbuf_over(b),
-            _any(vop[VectorOp.REQUANT], vop[VectorOp.ADD8], vop[VectorOp.MAX8],
-                 vop[VectorOp.MUL8], vop[VectorOp.LUT]) & sbuf_over(c),
-            _any(vop[VectorOp.REQUANT], vop[VectorOp.ADD32], vop[VectorOp.ROWMAX],
-                 vop[VectorOp.ROWSUM]) & psum_over(a),
-            vop[VectorOp.ADD32] & (psum_over(b) | psum_over(c)),
-            _any(vop[VectorOp.ROWMAX], vop[VectorOp.ROWSUM]) & (c + 1 > config.psum_rows),
+            uses(SBUF_READ_A_OPS) & past(a, config.sbuf_rows),
+            uses(SBUF_READ_B_OPS) & past(b, config.sbuf_rows),
+            uses(PSUM_READ_A_OPS) & past(a, config.psum_rows),
+            (uses(PSUM_READ_B_OPS) | (uses(ACC_OPS) & acc)) & past(b, config.psum_rows),
+            uses(SBUF_WRITE_OPS) & past(c, config.sbuf_rows),
+            uses(row_ops) & past(c, config.psum_rows),
+            uses(REDUCTION_OPS) & (c + 1 > config.psum_rows),      # a reduction writes one row
         )
 
         with m.If(past_end):
@@ -355,9 +341,7 @@ class PrefillEngine(wiring.Component):
                 with m.Case(Op.VECTOR):
                     m.d.comb += ready.eq(vector.cmd.ready & ~array_busy & ~streamer_busy
                                          & ~loader_busy)
-                    with m.If(sub > VectorOp.ROWSUM.value):
-                        m.d.comb += cause.eq(EngineError.VECTOR_OP)
-                    with m.Elif(stride > 63):
+                    with m.If(stride > 63):
                         m.d.comb += cause.eq(EngineError.VECTOR_SHIFT)
                     with m.Elif(vector_bad_rows):
                         m.d.comb += cause.eq(EngineError.VECTOR_ROWS)
@@ -426,6 +410,7 @@ class PrefillEngine(wiring.Component):
             vcmd.src_a.eq(a), vcmd.src_b.eq(b), vcmd.dst.eq(c), vcmd.rows.eq(count),
             vcmd.multiplier.eq(addr.as_signed()),
             vcmd.shift.eq(stride[:6]),            # checked: stride <= 63
+            vcmd.acc.eq(acc),
         ]
         for port, bus in ((sbuf_va, vector.sbuf_read_a), (sbuf_vb, vector.sbuf_read_b)):
             m.d.comb += [port.en.eq(bus.en), port.addr.eq(bus.addr[:sbuf_bits]),

@@ -5,12 +5,16 @@ The engine owns no row memory: the SBUF and the PSUM live outside and the engine
 ports (two synchronous read ports and one write port each). It owns one 256-entry int8 table for
 :attr:`VectorOp.LUT`, loaded from the SBUF by :attr:`VectorOp.LOAD_TABLE`. Requantization is
 bit-identical to :func:`mesh.isa.requantize` and the int8 lane operations to
-:func:`mesh.isa.lanes_op`, so the prefill engine and the mesh cores agree.
+:func:`mesh.isa.lanes_op`, so the prefill engine and the mesh cores agree; the reciprocal and the
+reciprocal square root are bit-identical to :func:`mesh.numerics.recip` and
+:func:`mesh.numerics.rsqrt` (a constant ROM built from their tables).
 """
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.wiring import In, Out
+
+from mesh.numerics import FRACTION_BITS, INT32_MAX, MANTISSA_BITS, RECIP_TABLE, RSQRT_TABLE
 
 __all__ = ["VectorOp", "VectorEngine", "ROW_BITS", "TABLE_ENTRIES", "MIN_SIZE", "MAX_SIZE",
            "table_rows"]
@@ -40,9 +44,26 @@ class VectorOp(enum.Enum, shape=4):
         the last row beyond entry 255 are ignored). Writes no row.
     ``ROWMAX``: PSUM a .. a + rows - 1 -> PSUM d: d[k] = max over i of row (a + i)[k].
     ``ROWSUM``: PSUM a .. a + rows - 1 -> PSUM d: d[k] = wrap32(sum over i of row (a + i)[k]).
+    ``SUB32``: PSUM a, b -> PSUM d: d[k] = wrap32(a[k] - b[k]).
+    ``LANEMAX``: PSUM a (and PSUM b with ``acc``) -> PSUM d: d[k] = max over j of a[j], the
+        row's maximum in every lane; with ``acc``: d[k] = max(max over j of a[j], b[k]).
+    ``LANESUM``: PSUM a (and PSUM b with ``acc``) -> PSUM d: d[k] = wrap32(sum over j of a[j])
+        in every lane; with ``acc``: d[k] = wrap32(sum over j of a[j] + b[k]).
+    ``MULW``: SBUF a, b -> PSUM d: d[k] = a[k] * b[k], exact in int32 (a widening multiply;
+        with b a row of ones it widens int8 to int32).
+    ``SCALE``: PSUM a, b -> SBUF d: d[k] = ``isa.requantize(a[k], b[k], shift)``: REQUANT with
+        a per-lane multiplier, lane k's from PSUM row b + i, and the command's shift.
+    ``RECIP``: PSUM a -> PSUM d: d[k] = ``mesh.numerics.recip(a[k], shift)`` ~ 2^shift / a[k]
+        (2^31 - 1 for a[k] <= 0).
+    ``RSQRT``: PSUM a -> PSUM d: d[k] = ``mesh.numerics.rsqrt(a[k], shift)`` ~
+        2^shift / sqrt(a[k]) (2^31 - 1 for a[k] <= 0).
 
-    Codes 9 to 15 are no operation: such a command occupies the engine for its rows like any
-    other but reads and writes nothing.
+    ``acc`` is used by LANEMAX and LANESUM only (the other ops ignore it). RECIP and RSQRT
+    follow :mod:`mesh.numerics` exactly: per lane, a leading-one detector gives
+    k = bit_length(a[k]) - 1, the 7 bits below the leading one index a constant ROM built from
+    ``RECIP_TABLE`` and ``RSQRT_TABLE``, and the entry is shifted by shift - 16 - k (RSQRT:
+    shift - 16 - floor(k / 2), the table half by k mod 2), a floor shift right when negative,
+    saturated at 2^31 - 1. Every code 0 .. 15 is an op.
     """
     REQUANT = 0
     ADD8 = 1
@@ -53,17 +74,37 @@ class VectorOp(enum.Enum, shape=4):
     LOAD_TABLE = 6
     ROWMAX = 7
     ROWSUM = 8
+    SUB32 = 9
+    LANEMAX = 10
+    LANESUM = 11
+    MULW = 12
+    SCALE = 13
+    RECIP = 14
+    RSQRT = 15
 
 
 #: The ops reading each port, and writing each write port (the reductions write their last row).
+#: The ops of ACC_OPS read PSUM port b too when their command's ``acc`` is set.
 SBUF_READ_A_OPS = (VectorOp.ADD8, VectorOp.MAX8, VectorOp.MUL8, VectorOp.LUT,
-                   VectorOp.LOAD_TABLE)
-SBUF_READ_B_OPS = (VectorOp.ADD8, VectorOp.MAX8, VectorOp.MUL8)
-PSUM_READ_A_OPS = (VectorOp.REQUANT, VectorOp.ADD32, VectorOp.ROWMAX, VectorOp.ROWSUM)
-PSUM_READ_B_OPS = (VectorOp.ADD32,)
-SBUF_WRITE_OPS = (VectorOp.REQUANT, VectorOp.ADD8, VectorOp.MAX8, VectorOp.MUL8, VectorOp.LUT)
-PSUM_WRITE_OPS = (VectorOp.ADD32, VectorOp.ROWMAX, VectorOp.ROWSUM)
+                   VectorOp.LOAD_TABLE, VectorOp.MULW)
+SBUF_READ_B_OPS = (VectorOp.ADD8, VectorOp.MAX8, VectorOp.MUL8, VectorOp.MULW)
+PSUM_READ_A_OPS = (VectorOp.REQUANT, VectorOp.ADD32, VectorOp.ROWMAX, VectorOp.ROWSUM,
+                   VectorOp.SUB32, VectorOp.LANEMAX, VectorOp.LANESUM, VectorOp.SCALE,
+                   VectorOp.RECIP, VectorOp.RSQRT)
+PSUM_READ_B_OPS = (VectorOp.ADD32, VectorOp.SUB32, VectorOp.SCALE)
+ACC_OPS = (VectorOp.LANEMAX, VectorOp.LANESUM)
+SBUF_WRITE_OPS = (VectorOp.REQUANT, VectorOp.ADD8, VectorOp.MAX8, VectorOp.MUL8, VectorOp.LUT,
+                  VectorOp.SCALE)
+PSUM_WRITE_OPS = (VectorOp.ADD32, VectorOp.ROWMAX, VectorOp.ROWSUM, VectorOp.SUB32,
+                  VectorOp.LANEMAX, VectorOp.LANESUM, VectorOp.MULW, VectorOp.RECIP,
+                  VectorOp.RSQRT)
 REDUCTION_OPS = (VectorOp.ROWMAX, VectorOp.ROWSUM)
+
+# The RECIP and RSQRT ROMs are mesh.numerics' tables: indexed by the mantissa m (RECIP) and by
+# 128 p + m (RSQRT), so every index selects an entry.
+assert len(RECIP_TABLE) == 1 << MANTISSA_BITS and len(RSQRT_TABLE) == 2 << MANTISSA_BITS
+ROM_BITS = max(RECIP_TABLE + RSQRT_TABLE).bit_length()
+assert min(RECIP_TABLE + RSQRT_TABLE) >= 0 and ROM_BITS < 31    # the saturating shift needs it
 
 
 def table_rows(n):
@@ -114,6 +155,7 @@ def command_signature():
         "rows": Out(ROW_BITS),
         "multiplier": Out(signed(32)),
         "shift": Out(range(64)),
+        "acc": Out(1),
     })
 
 
@@ -126,6 +168,38 @@ def _is(op, ops):
 
 def _sat8(value):
     return Mux(value > 127, 127, Mux(value < -128, -128, value[:8]))
+
+
+def _norm_lane(m, value, shift, is_rsqrt, recip_rom, rsqrt_rom, name):
+    """RECIP (``is_rsqrt`` low) or RSQRT of the int32 ``value`` with ``shift``, as
+    :func:`mesh.numerics.recip` / :func:`mesh.numerics.rsqrt`: combinational. ``recip_rom``,
+    ``rsqrt_rom``: the tables as :class:`Array` of constants."""
+    positive = Signal(name=f"{name}_positive")
+    k = Signal(range(31), name=f"{name}_k")                  # bit_length(value) - 1
+    mantissa = Signal(MANTISSA_BITS, name=f"{name}_m")       # the 7 bits below the leading one
+    entry = Signal(ROM_BITS, name=f"{name}_entry")
+    exponent = Signal(signed(8), name=f"{name}_exponent")   # shift - 16 - (k or k // 2)
+    left, right = Signal(range(32), name=f"{name}_left"), Signal(range(32), name=f"{name}_right")
+    scaled = Signal(len(entry) + 31, name=f"{name}_scaled")
+    result = Signal(signed(32), name=f"{name}_result")
+    magnitude = value[:31]
+    # Leading-one detector: the highest set bit of a positive int32 (a later If wins).
+    for bit in range(31):
+        with m.If(magnitude[bit]):
+            m.d.comb += k.eq(bit)
+    m.d.comb += [
+        positive.eq(value > 0),
+        mantissa.eq((magnitude << MANTISSA_BITS) >> k),    # drops the leading one
+        entry.eq(Mux(is_rsqrt, rsqrt_rom[Cat(mantissa, k[0])], recip_rom[mantissa])),
+        exponent.eq(shift - FRACTION_BITS - Mux(is_rsqrt, k[1:], k)),
+        # The saturating shift: left by min(e, 31) (any nonzero entry << 31 saturates), right
+        # by min(-e, 31) (the entries have fewer than 31 bits).
+        left.eq(Mux(exponent > 31, 31, exponent[:5])),
+        right.eq(Mux(exponent < -31, 31, (-exponent)[:5])),
+        scaled.eq(Mux(exponent >= 0, entry << left, entry >> right)),
+        result.eq(Mux(~positive | (scaled > INT32_MAX), INT32_MAX, scaled[:32])),
+    ]
+    return result
 
 
 class VectorEngine(wiring.Component):
@@ -152,10 +226,13 @@ class VectorEngine(wiring.Component):
     (in its cycle c + R) uses the new table in every row.
 
     Ports per op (``en`` is low on every other port): REQUANT: PSUM read a, SBUF write; ADD8,
-    MAX8, MUL8: SBUF read a and b, SBUF write; ADD32: PSUM read a and b, PSUM write; LUT: SBUF
-    read a, SBUF write; LOAD_TABLE: SBUF read a (no write); ROWMAX, ROWSUM: PSUM read a, PSUM
-    write (once). A read port's ``addr`` and a write port's ``addr`` and ``data`` are
-    meaningless while its ``en`` is low.
+    MAX8, MUL8: SBUF read a and b, SBUF write; ADD32, SUB32: PSUM read a and b, PSUM write; LUT:
+    SBUF read a, SBUF write; LOAD_TABLE: SBUF read a (no write); ROWMAX, ROWSUM: PSUM read a,
+    PSUM write (once); LANEMAX, LANESUM: PSUM read a (and PSUM read b when ``acc``), PSUM write;
+    MULW: SBUF read a and b, PSUM write; SCALE: PSUM read a and b, SBUF write; RECIP, RSQRT:
+    PSUM read a, PSUM write. A read port's ``addr`` and a write port's ``addr`` and ``data`` are
+    meaningless while its ``en`` is low. None of the ops 9 .. 15 is a reduction: they have the
+    timing of ADD32 (row i read in c + i, computed in c + i + 1, written in c + i + 2).
 
     **busy** is a register output, high in cycles c + 1 .. c + R + 1 of every command taken in
     cycle c (a row is being read, computed or written). When ``busy`` is low, every write of
@@ -168,7 +245,8 @@ class VectorEngine(wiring.Component):
     w + 1 and later only. So a command taken in cycle c' >= c + R + 2 (for instance once ``busy``
     is low) sees every row written by a command taken in cycle c with R rows; one taken earlier
     (from c + R, back to back) sees row i of it, written in cycle c + i + 2, only in reads of
-    cycle c + i + 3 or later. Rows written by the same command
+    cycle c + i + 3 or later: chained commands of fewer than 3 rows that read what the previous
+    one wrote need a gap (R = 1: 2 cycles; R = 2: 1 cycle). Rows written by the same command
     (d + i = a + j with j > i) are likewise seen only if read in cycle w + 1 or later.
 
     Parameters
@@ -182,8 +260,9 @@ class VectorEngine(wiring.Component):
     -------
     cmd : :py:`In(Signature({"valid": Out(1), "ready": In(1), "op": Out(VectorOp),
     "src_a": Out(16), "src_b": Out(16), "dst": Out(16), "rows": Out(16),
-    "multiplier": Out(signed(32)), "shift": Out(range(64))}))`
-        The command stream (``src_a``, ``src_b``, ``dst``: rows a, b, d).
+    "multiplier": Out(signed(32)), "shift": Out(range(64)), "acc": Out(1)}))`
+        The command stream (``src_a``, ``src_b``, ``dst``: rows a, b, d; ``acc``: LANEMAX and
+        LANESUM combine with PSUM row b + i).
     busy : :py:`Out(1)`
         A row is in flight (a register).
     sbuf_read_a, sbuf_read_b : :py:`Out(Signature({"en": Out(1), "addr": Out(16),
@@ -239,7 +318,8 @@ class VectorEngine(wiring.Component):
         remaining = Signal(ROW_BITS)        # rows still to read after this cycle's
         cur = {name: Signal(shape, name=f"cur_{name}") for name, shape in [
             ("op", VectorOp), ("a", ROW_BITS), ("b", ROW_BITS), ("d", ROW_BITS),
-            ("index", range(TABLE_ENTRIES)), ("multiplier", signed(32)), ("shift", range(64))]}
+            ("index", range(TABLE_ENTRIES)), ("multiplier", signed(32)), ("shift", range(64)),
+            ("acc", 1)]}
         issue = {name: Signal(s.shape(), name=f"issue_{name}") for name, s in cur.items()}
         issue_valid, issue_first, issue_last = Signal(), Signal(), Signal()
         taken = Signal()
@@ -266,6 +346,7 @@ class VectorEngine(wiring.Component):
                 issue["index"].eq(0),
                 issue["multiplier"].eq(cmd.multiplier),
                 issue["shift"].eq(cmd.shift),
+                issue["acc"].eq(cmd.acc),
                 issue_first.eq(1),
                 issue_last.eq(count == 1),
             ]
@@ -289,14 +370,17 @@ class VectorEngine(wiring.Component):
             cur["index"].eq(issue["index"] + 1),
             cur["multiplier"].eq(issue["multiplier"]),
             cur["shift"].eq(issue["shift"]),
+            cur["acc"].eq(issue["acc"]),
         ]
 
-        for port, ops, address in [(self.sbuf_read_a, SBUF_READ_A_OPS, issue["a"]),
-                                   (self.sbuf_read_b, SBUF_READ_B_OPS, issue["b"]),
-                                   (self.psum_read_a, PSUM_READ_A_OPS, issue["a"]),
-                                   (self.psum_read_b, PSUM_READ_B_OPS, issue["b"])]:
+        acc_b = _is(issue["op"], ACC_OPS) & issue["acc"]
+        for port, reads, address in [
+                (self.sbuf_read_a, _is(issue["op"], SBUF_READ_A_OPS), issue["a"]),
+                (self.sbuf_read_b, _is(issue["op"], SBUF_READ_B_OPS), issue["b"]),
+                (self.psum_read_a, _is(issue["op"], PSUM_READ_A_OPS), issue["a"]),
+                (self.psum_read_b, _is(issue["op"], PSUM_READ_B_OPS) | acc_b, issue["b"])]:
             m.d.comb += [
-                port.en.eq(issue_valid & _is(issue["op"], ops)),
+                port.en.eq(issue_valid & reads),
                 port.addr.eq(address),
             ]
 
@@ -314,14 +398,27 @@ class VectorEngine(wiring.Component):
         table = Array(self.table)
         sbuf_result = Signal(data.ArrayLayout(signed(8), n))
         psum_result = Signal(data.ArrayLayout(signed(32), n))
+        # LANEMAX, LANESUM: the row's maximum and wrapping sum over its lanes.
+        lane_max = Signal(signed(32))
+        lane_sum = Signal(signed(32))
+        best = pa[0]
+        for j in range(1, n):
+            best = Mux(pa[j] > best, pa[j], best)
+        m.d.comb += [lane_max.eq(best), lane_sum.eq(sum(pa[j] for j in range(n))[:32])]
+        is_rsqrt = op == VectorOp.RSQRT
+        recip_rom = Array(Const(value, ROM_BITS) for value in RECIP_TABLE)
+        rsqrt_rom = Array(Const(value, ROM_BITS) for value in RSQRT_TABLE)
         for k in range(n):
-            # Requantize: ((2p >> shift) + 1) >> 1 = (p >> shift) + bit (shift - 1) of p.
+            # Requantize: ((2p >> shift) + 1) >> 1 = (p >> shift) + bit (shift - 1) of p, with
+            # the command's multiplier (REQUANT) or lane k of PSUM row b (SCALE).
             product = Signal(signed(64), name=f"product_{k}")
             rounded = Signal(signed(66), name=f"rounded_{k}")
             m.d.comb += [
-                product.eq(pa[k] * s1["multiplier"]),
+                product.eq(pa[k] * Mux(op == VectorOp.SCALE, pb[k], s1["multiplier"])),
                 rounded.eq((((product << 1) >> s1["shift"]) + 1) >> 1),
             ]
+            norm = _norm_lane(m, pa[k], s1["shift"], is_rsqrt, recip_rom, rsqrt_rom,
+                              f"norm_{k}")
             with m.Switch(op):
                 with m.Case(VectorOp.REQUANT):
                     m.d.comb += sbuf_result[k].eq(_sat8(rounded))
@@ -340,7 +437,20 @@ class VectorEngine(wiring.Component):
                         Mux(s1_first | (pa[k] > acc[k]), pa[k], acc[k]))
                 with m.Case(VectorOp.ROWSUM):
                     m.d.comb += psum_result[k].eq(Mux(s1_first, pa[k], pa[k] + acc[k]))
-                with m.Default():    # LOAD_TABLE and the codes of no operation
+                with m.Case(VectorOp.SUB32):
+                    m.d.comb += psum_result[k].eq(pa[k] - pb[k])
+                with m.Case(VectorOp.LANEMAX):
+                    m.d.comb += psum_result[k].eq(
+                        Mux(s1["acc"] & (pb[k] > lane_max), pb[k], lane_max))
+                with m.Case(VectorOp.LANESUM):
+                    m.d.comb += psum_result[k].eq(lane_sum + Mux(s1["acc"], pb[k], 0))
+                with m.Case(VectorOp.MULW):
+                    m.d.comb += psum_result[k].eq(sa[k] * sb[k])
+                with m.Case(VectorOp.SCALE):
+                    m.d.comb += sbuf_result[k].eq(_sat8(rounded))
+                with m.Case(VectorOp.RECIP, VectorOp.RSQRT):
+                    m.d.comb += psum_result[k].eq(norm)
+                with m.Default():    # LOAD_TABLE
                     m.d.comb += [sbuf_result[k].eq(0), psum_result[k].eq(0)]
 
         # The table: entry e from element e mod n of row e // n of a LOAD_TABLE.
@@ -357,8 +467,8 @@ class VectorEngine(wiring.Component):
             self.sbuf_write.en.eq(s1_valid & _is(op, SBUF_WRITE_OPS)),
             self.sbuf_write.addr.eq(s1["d"]),
             self.sbuf_write.data.eq(sbuf_result),
-            self.psum_write.en.eq(s1_valid & ((op == VectorOp.ADD32)
-                                              | (_is(op, REDUCTION_OPS) & s1_last))),
+            self.psum_write.en.eq(s1_valid & writes_psum
+                                  & (~_is(op, REDUCTION_OPS) | s1_last)),
             self.psum_write.addr.eq(s1["d"]),
         ]
         with m.If(s1_valid & writes_psum):

@@ -10,8 +10,8 @@ from enum import IntEnum
 
 from .config import ConfigError, _check_int
 
-__all__ = ["DmaError", "DmaKind", "PrefillConfig", "Op", "Command", "CommandError",
-           "COMMAND_BITS", "COMMAND_FIELDS"]
+__all__ = ["DmaError", "EngineError", "DmaKind", "PrefillConfig", "Op", "VectorOp", "Command",
+           "CommandError", "COMMAND_BITS", "COMMAND_FIELDS"]
 
 MIN_N, MAX_N = 2, 32
 MIN_ROWS, MAX_ROWS = 16, 65536
@@ -31,6 +31,26 @@ class DmaError(IntEnum):
     KIND = 1          # kind is 3
     ROWS = 2          # rows is 0, or row + rows exceeds the SBUF's (PSUM's) rows
     DRAM = 3          # dram + (rows - 1) * stride + row bytes exceeds dram_bytes
+
+
+class EngineError(IntEnum):
+    """Why the prefill engine's sequencer stopped (its ``error_cause``, 4 bits; the emulator's
+    ``PrefillError.cause``), checked in this order per command (docs/ARCHITECTURE.md section 11,
+    "Errors"). The value 10 is unused (it was a VECTOR op code above ROWSUM, before every code
+    0..15 became an op)."""
+    NONE = 0
+    OP = 1              # a reserved op (0, 7..15)
+    DMA_KIND = 2        # DMA: kind (sub) is 3 or more (DmaError.KIND)
+    DMA_ROWS = 3        # DMA: count is 0, or a + count exceeds the SBUF's (PSUM's) rows
+    DMA_DRAM = 4        # DMA: addr + (count - 1) * stride + row bytes exceeds dram_bytes
+    WEIGHTS_COUNT = 5   # WEIGHTS: count (k) outside 1..n
+    WEIGHTS_ROWS = 6    # WEIGHTS: a + k exceeds sbuf_rows
+    MATMUL_COUNT = 7    # MATMUL: count (m) is 0
+    MATMUL_SBUF = 8     # MATMUL: a + m exceeds sbuf_rows
+    MATMUL_PSUM = 9     # MATMUL: b + m exceeds psum_rows
+    VECTOR_ROWS = 11    # VECTOR: a row its op reads or writes is past the SBUF/PSUM
+    INDEX = 12          # the command index is past the command memory
+    VECTOR_SHIFT = 13   # VECTOR: shift (stride) above 63 (checked before VECTOR_ROWS)
 
 
 @dataclass(frozen=True)
@@ -92,8 +112,30 @@ class Op(IntEnum):
     WEIGHTS = 3    # buffer, a (first SBUF row), count (k rows, 1..n)
     MATMUL = 4     # buffer, a (first SBUF row), b (first PSUM row), count (m rows), acc
     VECTOR = 5     # sub (VectorOp), a, b, c (destination), count (rows), addr (multiplier),
-                   # stride (shift)
+                   # stride (shift), acc (LANEMAX, LANESUM: combine with PSUM rows b)
     HALT = 6
+
+
+class VectorOp(IntEnum):
+    """A VECTOR command's operation (its ``sub``, 4 bits): every code is an op. The formulas and
+    ports are in :class:`hdl.vector_engine.VectorOp` (the same codes) and docs/ARCHITECTURE.md
+    section 11, "The vector engine"."""
+    REQUANT = 0       # PSUM a -> SBUF d: isa.requantize(a, multiplier, shift)
+    ADD8 = 1          # SBUF a, b -> SBUF d, saturating
+    MAX8 = 2          # SBUF a, b -> SBUF d
+    MUL8 = 3          # SBUF a, b -> SBUF d, saturating
+    ADD32 = 4         # PSUM a, b -> PSUM d, wrapping
+    LUT = 5           # SBUF a -> SBUF d through the table
+    LOAD_TABLE = 6    # ceil(256 / n) SBUF rows from a -> the table
+    ROWMAX = 7        # PSUM a .. a + rows - 1 -> PSUM d (one row)
+    ROWSUM = 8        # PSUM a .. a + rows - 1 -> PSUM d (one row), wrapping
+    SUB32 = 9         # PSUM a, b -> PSUM d, wrapping
+    LANEMAX = 10      # PSUM a (and b with acc) -> PSUM d: the row's maximum in every lane
+    LANESUM = 11      # PSUM a (and b with acc) -> PSUM d: the row's sum in every lane, wrapping
+    MULW = 12         # SBUF a, b -> PSUM d: the exact int32 product
+    SCALE = 13        # PSUM a, b -> SBUF d: isa.requantize(a, b, shift)
+    RECIP = 14        # PSUM a -> PSUM d: mesh.numerics.recip(a, shift)
+    RSQRT = 15        # PSUM a -> PSUM d: mesh.numerics.rsqrt(a, shift)
 
 
 COMMAND_BITS = 128

@@ -7,7 +7,7 @@ import pytest
 
 from emulator.prefill import PrefillCycleLimit, PrefillEmulator, PrefillError
 from emulator.vector_engine import VectorOp, vector_op
-from mesh.prefill import Command, DmaKind, Op, PrefillConfig
+from mesh.prefill import Command, DmaKind, EngineError, Op, PrefillConfig
 from programs.prefill import (dram_bound_cycles, gemm, gemm_cycles, gemm_matmul_span,
                               gemv_decode, tile_periods)
 
@@ -176,36 +176,107 @@ def test_matmul_then_requant():
     assert result.cycles == vec + 6 + 2 + 1        # HALT after vector_busy (c + 1 .. c + R + 1)
 
 
+def test_rms_norm_and_softmax_steps():
+    """The new vector ops chained back to back on 4-row commands (each reads rows the previous
+    one wrote, from 3 cycles after their write: no hazard): RMS norm's sum of squares, inverse
+    root and per-lane scale, softmax's row maximum, subtraction and sum, and a reciprocal,
+    against vector_op step by step."""
+    cfg = PrefillConfig(n=4)
+    rng = np.random.default_rng(9)
+    x = rng.integers(-128, 128, size=(4, 4))
+    x[0] = [-128, 127, 0, 1]
+    sbuf = np.zeros((cfg.sbuf_rows, 4), dtype=np.int8)
+    sbuf[0:4], sbuf[4:8] = x, 1
+    V = VectorOp
+
+    def vec(op, a=0, b=0, c=0, shift=0, acc=0):
+        return Command(Op.VECTOR, sub=op, a=a, b=b, c=c, count=4, stride=shift, acc=acc)
+
+    commands = [vec(V.MULW, 0, 0, 0), vec(V.LANESUM, 0, c=4), vec(V.RSQRT, 4, c=8, shift=40),
+                vec(V.MULW, 0, 4, 12), vec(V.SCALE, 12, 8, 100, shift=36),
+                vec(V.LANEMAX, 12, c=16), vec(V.LANEMAX, 12, 16, 20, acc=1),
+                vec(V.SUB32, 12, 20, 24), vec(V.LANESUM, 24, c=28),
+                vec(V.RECIP, 4, c=32, shift=30), Command(Op.HALT)]
+    result = PrefillEmulator(cfg, sbuf=sbuf.view(np.uint8)).run(commands)
+    psum = result.psum.astype(np.int64)
+    squares = vector_op(V.MULW, x, x)
+    r = vector_op(V.RSQRT, vector_op(V.LANESUM, squares), shift=40)
+    np.testing.assert_array_equal(psum[8:12], r)
+    np.testing.assert_array_equal(psum[12:16], x)
+    np.testing.assert_array_equal(result.sbuf[100:104], vector_op(V.SCALE, x, r, shift=36))
+    row_max = np.repeat(x.max(axis=1, keepdims=True), 4, axis=1)
+    np.testing.assert_array_equal(psum[20:24], row_max)
+    np.testing.assert_array_equal(psum[24:28], x - row_max)
+    np.testing.assert_array_equal(psum[28:32], vector_op(V.LANESUM, x - row_max))
+    np.testing.assert_array_equal(
+        psum[32:36], vector_op(V.RECIP, vector_op(V.LANESUM, squares), shift=30))
+    assert np.diff(result.issue[:10]).tolist() == [4] * 9       # back to back
+
+
 # Errors -------------------------------------------------------------------------------------
 
 CFG = PrefillConfig(n=4, sbuf_rows=64, psum_rows=32, dram_bytes=1024, commands=16)
 
+E = EngineError
 ERRORS = [
-    (Command(Op.DMA, sub=3, count=1), "DmaError.KIND"),
-    (Command(Op.DMA, sub=DmaKind.LOAD, a=60, count=5, stride=4), "DmaError.ROWS"),
-    (Command(Op.DMA, sub=DmaKind.STORE_PSUM, count=0), "DmaError.ROWS"),
-    (Command(Op.DMA, sub=DmaKind.LOAD, addr=1020, stride=4, count=2), "DmaError.DRAM"),
-    (Command(Op.WEIGHTS, count=0), "WEIGHTS count 0 outside 1..4"),
-    (Command(Op.WEIGHTS, count=5), "WEIGHTS count 5 outside 1..4"),
-    (Command(Op.WEIGHTS, a=62, count=3), "WEIGHTS SBUF rows 62..64 past the 64 rows"),
-    (Command(Op.MATMUL, count=0), "MATMUL count 0"),
-    (Command(Op.MATMUL, a=60, count=5), "MATMUL SBUF rows 60..64 past the 64 rows"),
-    (Command(Op.MATMUL, b=30, count=3), "MATMUL PSUM rows 30..32 past the 32 rows"),
-    (Command(Op.VECTOR, sub=9), "VECTOR op 9 above ROWSUM"),
+    (Command(Op.DMA, sub=3, count=1), "DmaError.KIND", E.DMA_KIND),
+    (Command(Op.DMA, sub=DmaKind.LOAD, a=60, count=5, stride=4), "DmaError.ROWS", E.DMA_ROWS),
+    (Command(Op.DMA, sub=DmaKind.STORE_PSUM, count=0), "DmaError.ROWS", E.DMA_ROWS),
+    (Command(Op.DMA, sub=DmaKind.LOAD, addr=1020, stride=4, count=2), "DmaError.DRAM",
+     E.DMA_DRAM),
+    (Command(Op.WEIGHTS, count=0), "WEIGHTS count 0 outside 1..4", E.WEIGHTS_COUNT),
+    (Command(Op.WEIGHTS, count=5), "WEIGHTS count 5 outside 1..4", E.WEIGHTS_COUNT),
+    (Command(Op.WEIGHTS, a=62, count=3), "WEIGHTS SBUF rows 62..64 past the 64 rows",
+     E.WEIGHTS_ROWS),
+    (Command(Op.MATMUL, count=0), "MATMUL count 0", E.MATMUL_COUNT),
+    (Command(Op.MATMUL, a=60, count=5), "MATMUL SBUF rows 60..64 past the 64 rows",
+     E.MATMUL_SBUF),
+    (Command(Op.MATMUL, b=30, count=3), "MATMUL PSUM rows 30..32 past the 32 rows",
+     E.MATMUL_PSUM),
     (Command(Op.VECTOR, sub=VectorOp.REQUANT, c=63, count=2),
-     "VECTOR REQUANT: SBUF rows c 63..64 past the 64 rows"),
+     "VECTOR REQUANT: SBUF rows c 63..64 past the 64 rows", E.VECTOR_ROWS),
     (Command(Op.VECTOR, sub=VectorOp.ADD32, b=31, count=2),
-     "VECTOR ADD32: PSUM rows b 31..32 past the 32 rows"),
+     "VECTOR ADD32: PSUM rows b 31..32 past the 32 rows", E.VECTOR_ROWS),
     (Command(Op.VECTOR, sub=VectorOp.LOAD_TABLE, a=0),      # 64 rows of 4: fits
-     None),
+     None, None),
     (Command(Op.VECTOR, sub=VectorOp.LOAD_TABLE, a=1),
-     "VECTOR LOAD_TABLE: SBUF rows a 1..64 past the 64 rows"),
-    (Command(Op.VECTOR, sub=VectorOp.REQUANT, stride=64), "VECTOR shift 64 above 63"),
+     "VECTOR LOAD_TABLE: SBUF rows a 1..64 past the 64 rows", E.VECTOR_ROWS),
+    (Command(Op.VECTOR, sub=VectorOp.REQUANT, stride=64), "VECTOR shift 64 above 63",
+     E.VECTOR_SHIFT),
+    # Every code 0..15 is an op: 9 is SUB32.
+    (Command(Op.VECTOR, sub=9, a=31, b=31, c=31), None, None),
+    (Command(Op.VECTOR, sub=VectorOp.SUB32, c=31, count=2),
+     "VECTOR SUB32: PSUM rows c 31..32 past the 32 rows", E.VECTOR_ROWS),
+    (Command(Op.VECTOR, sub=VectorOp.MULW, a=63, count=2),
+     "VECTOR MULW: SBUF rows a 63..64 past the 64 rows", E.VECTOR_ROWS),
+    (Command(Op.VECTOR, sub=VectorOp.MULW, b=62, count=3),
+     "VECTOR MULW: SBUF rows b 62..64 past the 64 rows", E.VECTOR_ROWS),
+    (Command(Op.VECTOR, sub=VectorOp.MULW, a=62, b=62, c=30, count=2), None, None),
+    (Command(Op.VECTOR, sub=VectorOp.MULW, c=31, count=2),
+     "VECTOR MULW: PSUM rows c 31..32 past the 32 rows", E.VECTOR_ROWS),
+    (Command(Op.VECTOR, sub=VectorOp.SCALE, c=63, count=2),
+     "VECTOR SCALE: SBUF rows c 63..64 past the 64 rows", E.VECTOR_ROWS),
+    (Command(Op.VECTOR, sub=VectorOp.SCALE, b=32, count=1),
+     "VECTOR SCALE: PSUM rows b 32..32 past the 32 rows", E.VECTOR_ROWS),
+    # LANEMAX/LANESUM read b only with acc.
+    (Command(Op.VECTOR, sub=VectorOp.LANESUM, b=31, count=2), None, None),
+    (Command(Op.VECTOR, sub=VectorOp.LANESUM, b=31, count=2, acc=1),
+     "VECTOR LANESUM: PSUM rows b 31..32 past the 32 rows", E.VECTOR_ROWS),
+    (Command(Op.VECTOR, sub=VectorOp.LANEMAX, b=40, acc=1),
+     "VECTOR LANEMAX: PSUM rows b 40..40 past the 32 rows", E.VECTOR_ROWS),
+    (Command(Op.VECTOR, sub=VectorOp.LANEMAX, a=32),
+     "VECTOR LANEMAX: PSUM rows a 32..32 past the 32 rows", E.VECTOR_ROWS),
+    (Command(Op.VECTOR, sub=VectorOp.RECIP, a=31, count=2),
+     "VECTOR RECIP: PSUM rows a 31..32 past the 32 rows", E.VECTOR_ROWS),
+    (Command(Op.VECTOR, sub=VectorOp.RSQRT, c=30, count=3),
+     "VECTOR RSQRT: PSUM rows c 30..32 past the 32 rows", E.VECTOR_ROWS),
+    (Command(Op.VECTOR, sub=VectorOp.RSQRT, stride=64), "VECTOR shift 64 above 63",
+     E.VECTOR_SHIFT),
 ]
 
 
-@pytest.mark.parametrize("command, check", ERRORS)
-def test_command_errors(command, check):
+@pytest.mark.parametrize("command, check, cause", ERRORS)
+def test_command_errors(command, check, cause):
     emu = PrefillEmulator(CFG)
     commands = [Command(Op.WEIGHTS, count=1), command, Command(Op.HALT)]
     if check is None:
@@ -216,9 +287,23 @@ def test_command_errors(command, check):
     error = info.value
     assert error.index == 1 and error.command.encode() == command.encode()
     assert check in error.check
+    assert error.cause is cause and isinstance(error.cause, EngineError)
     message = str(error)
     assert message.startswith(f"command 1 (Command(op={command.op!r}") and check in message
     assert error.cycle == emu.cycle
+
+
+def test_engine_error_lives_in_mesh_prefill():
+    """EngineError is part of the architecture (mesh.prefill, next to DmaError), with its
+    numbers kept; VECTOR_OP (10) is gone since every vector op code is an op."""
+    import mesh.prefill
+    import hdl.prefill
+    assert "EngineError" in mesh.prefill.__all__ and "EngineError" not in hdl.prefill.__all__
+    assert hdl.prefill.EngineError is EngineError
+    assert {e.name: e.value for e in EngineError} == {
+        "NONE": 0, "OP": 1, "DMA_KIND": 2, "DMA_ROWS": 3, "DMA_DRAM": 4, "WEIGHTS_COUNT": 5,
+        "WEIGHTS_ROWS": 6, "MATMUL_COUNT": 7, "MATMUL_SBUF": 8, "MATMUL_PSUM": 9,
+        "VECTOR_ROWS": 11, "INDEX": 12, "VECTOR_SHIFT": 13}
 
 
 def test_error_waits_for_issue_conditions():
@@ -231,8 +316,9 @@ def test_error_waits_for_issue_conditions():
 
 def test_reserved_op_word():
     emu = PrefillEmulator(CFG)
-    with pytest.raises(PrefillError, match=r"command 1 \(no command\).*reserved op 7"):
+    with pytest.raises(PrefillError, match=r"command 1 \(no command\).*reserved op 7") as info:
         emu.run([Command(Op.WEIGHTS, count=1).encode(), 7])
+    assert info.value.cause is EngineError.OP
 
 
 def test_running_off_the_end():
@@ -240,12 +326,15 @@ def test_running_off_the_end():
     with pytest.raises(PrefillError, match=r"command 2 .*reserved op 0") as info:
         emu.run([Command(Op.WEIGHTS, count=2), Command(Op.MATMUL, count=1)])
     assert info.value.index == 2 and info.value.cycle == 5     # MATMUL in 4
+    assert info.value.cause is EngineError.OP
 
 
 def test_past_the_command_memory():
     emu = PrefillEmulator(CFG)
-    with pytest.raises(PrefillError, match="command index 16 past the command memory of 16"):
+    with pytest.raises(PrefillError, match="command index 16 past the command memory of 16") \
+            as info:
         emu.run([Command(Op.MATMUL, count=1)] * 16)
+    assert info.value.cause is EngineError.INDEX
     with pytest.raises(ValueError, match="do not fit"):
         emu.load([Command(Op.HALT)] * 17)
 
@@ -254,7 +343,7 @@ def test_cycle_limit():
     emu = PrefillEmulator(CFG)
     with pytest.raises(PrefillCycleLimit, match="no HALT within 100 cycles") as info:
         emu.run([Command(Op.WAIT, tag=3), Command(Op.HALT)], max_cycles=100)
-    assert info.value.index == 0
+    assert info.value.index == 0 and info.value.cause is None
 
 
 def test_shape_does_not_fit():

@@ -21,10 +21,10 @@ from amaranth.lib.wiring import In, Out
 
 import hdl
 from emulator.prefill import PrefillEmulator, PrefillError
-from hdl.prefill import EngineError, PrefillEngine
+from hdl.prefill import PrefillEngine
 from hdl.vector_engine import VectorOp
 from mesh import isa
-from mesh.prefill import Command, DmaKind, Op, PrefillConfig
+from mesh.prefill import Command, DmaKind, EngineError, Op, PrefillConfig
 
 from sim_bench import Bench
 from verilator_lint import AMARANTH_WARNINGS, lint_warnings
@@ -65,9 +65,9 @@ def WAIT(tag):
     return Command(Op.WAIT, tag=tag)
 
 
-def VEC(op, a=0, b=0, c=0, count=1, multiplier=0, shift=0):
+def VEC(op, a=0, b=0, c=0, count=1, multiplier=0, shift=0, acc=0):
     return Command(Op.VECTOR, sub=int(op.value), a=a, b=b, c=c, count=count, addr=multiplier,
-                   stride=shift)
+                   stride=shift, acc=acc)
 
 
 HALT = Command(Op.HALT)
@@ -422,13 +422,33 @@ ERROR_CASES = [
     ([MM(0, SBUF_ROWS - 1, 0, 2)], EngineError.MATMUL_SBUF, 0, 1),
     ([MM(0, 0, PSUM_ROWS - 2, 3)], EngineError.MATMUL_PSUM, 0, 1),
     ([W(0, 0, 2), MM(0, 0, PSUM_ROWS, 1)], EngineError.MATMUL_PSUM, 1, N + 1),
-    ([Command(Op.VECTOR, sub=9)], EngineError.VECTOR_OP, 0, 1),
     ([VEC(VectorOp.ADD8, count=1, shift=64)], EngineError.VECTOR_SHIFT, 0, 1),
+    ([VEC(VectorOp.RECIP, a=PSUM_ROWS, count=1, shift=64)], EngineError.VECTOR_SHIFT, 0, 1),
     ([VEC(VectorOp.REQUANT, a=PSUM_ROWS - 1, c=0, count=2)], EngineError.VECTOR_ROWS, 0, 1),
     ([VEC(VectorOp.REQUANT, a=0, c=SBUF_ROWS - 1, count=2)], EngineError.VECTOR_ROWS, 0, 1),
     ([VEC(VectorOp.ADD8, a=0, b=SBUF_ROWS - 1, c=0, count=2)], EngineError.VECTOR_ROWS, 0, 1),
     ([VEC(VectorOp.ADD32, a=0, b=0, c=PSUM_ROWS, count=1)], EngineError.VECTOR_ROWS, 0, 1),
     ([VEC(VectorOp.ROWSUM, a=0, c=PSUM_ROWS, count=3)], EngineError.VECTOR_ROWS, 0, 1),
+    # The new ops' ports: each past the end by one row.
+    ([VEC(VectorOp.SUB32, a=0, b=PSUM_ROWS - 1, c=0, count=2)], EngineError.VECTOR_ROWS, 0, 1),
+    ([VEC(VectorOp.SUB32, a=0, b=0, c=PSUM_ROWS - 2, count=3)], EngineError.VECTOR_ROWS, 0, 1),
+    ([VEC(VectorOp.LANEMAX, a=PSUM_ROWS - 1, c=0, count=2)], EngineError.VECTOR_ROWS, 0, 1),
+    ([VEC(VectorOp.LANEMAX, a=0, b=PSUM_ROWS - 1, count=2, acc=1)], EngineError.VECTOR_ROWS,
+     0, 1),
+    ([VEC(VectorOp.LANESUM, a=0, b=PSUM_ROWS - 2, count=3, acc=1)], EngineError.VECTOR_ROWS,
+     0, 1),
+    ([VEC(VectorOp.LANESUM, a=0, c=PSUM_ROWS - 1, count=2)], EngineError.VECTOR_ROWS, 0, 1),
+    ([VEC(VectorOp.MULW, a=SBUF_ROWS - 1, b=0, c=0, count=2)], EngineError.VECTOR_ROWS, 0, 1),
+    ([VEC(VectorOp.MULW, a=0, b=SBUF_ROWS - 2, c=0, count=3)], EngineError.VECTOR_ROWS, 0, 1),
+    ([VEC(VectorOp.MULW, a=0, b=0, c=PSUM_ROWS - 1, count=2)], EngineError.VECTOR_ROWS, 0, 1),
+    ([VEC(VectorOp.SCALE, a=0, b=0, c=SBUF_ROWS - 1, count=2)], EngineError.VECTOR_ROWS, 0, 1),
+    ([VEC(VectorOp.SCALE, a=0, b=PSUM_ROWS - 1, c=0, count=2)], EngineError.VECTOR_ROWS, 0, 1),
+    ([VEC(VectorOp.SCALE, a=PSUM_ROWS, b=0, c=0, count=1)], EngineError.VECTOR_ROWS, 0, 1),
+    ([VEC(VectorOp.RECIP, a=PSUM_ROWS - 1, c=0, count=2)], EngineError.VECTOR_ROWS, 0, 1),
+    ([VEC(VectorOp.RSQRT, a=0, c=PSUM_ROWS - 1, count=2)], EngineError.VECTOR_ROWS, 0, 1),
+    # A bad VECTOR stops the engine when it would issue: once the previous one is taken.
+    ([VEC(VectorOp.MULW, count=3), VEC(VectorOp.SCALE, c=SBUF_ROWS, count=1)],
+     EngineError.VECTOR_ROWS, 1, 4),
     # LOAD_TABLE reads ceil(256 / n) = 64 rows whatever its count: from row 1, one too many.
     ([VEC(VectorOp.LOAD_TABLE, a=1)], EngineError.VECTOR_ROWS, 0, 1),
     ([VEC(VectorOp.ADD8, a=0, b=0, c=0, count=1)] * 16, EngineError.INDEX, 16, 17),
@@ -455,6 +475,13 @@ def test_valid_edges_are_not_errors():
         MM(0, SBUF_ROWS - 1, PSUM_ROWS - 1, 1),
         VEC(VectorOp.LOAD_TABLE, a=0),
         VEC(VectorOp.ROWMAX, a=0, c=PSUM_ROWS - 1, count=PSUM_ROWS),
+        # Without acc, LANEMAX and LANESUM do not read b (past the end here); code 9 is SUB32.
+        VEC(VectorOp.LANEMAX, a=0, b=PSUM_ROWS, c=PSUM_ROWS - 2, count=2),
+        VEC(VectorOp.LANESUM, a=PSUM_ROWS - 1, b=0xFFFF, c=0, count=1),
+        Command(Op.VECTOR, sub=9, a=PSUM_ROWS - 1, b=0, c=PSUM_ROWS - 1, count=1),
+        VEC(VectorOp.MULW, a=SBUF_ROWS - 2, b=SBUF_ROWS - 2, c=PSUM_ROWS - 2, count=2),
+        VEC(VectorOp.SCALE, a=PSUM_ROWS - 1, b=PSUM_ROWS - 1, c=SBUF_ROWS - 1, count=1),
+        VEC(VectorOp.RSQRT, a=PSUM_ROWS - 3, c=PSUM_ROWS - 3, count=3, shift=63),
         HALT,
     ]
     run = run_engine(commands, limit=4000)
@@ -468,7 +495,8 @@ def compare_with_emulator(commands, config=CONFIG, sbuf=None, psum=None, dram=No
     memories; compare the issue cycle of every command, the total cycles and the final SBUF,
     PSUM and DRAM, or, for a run that stops with an error, the command index and the cycle it
     stopped in (the emulator's ``PrefillError.cycle`` is the cycle the command would have
-    issued; the RTL's ``error`` rises in the next one). Returns the RTL's :class:`Run`."""
+    issued; the RTL's ``error`` rises in the next one) and the cause (``PrefillError.cause``
+    equals the RTL's ``error_cause``). Returns the RTL's :class:`Run`."""
     rtl = run_engine(commands, config, sbuf=sbuf, psum=psum, dram=dram)
     emulator = PrefillEmulator(
         config, dram=dram,
@@ -479,6 +507,7 @@ def compare_with_emulator(commands, config=CONFIG, sbuf=None, psum=None, dram=No
     except PrefillError as error:
         assert rtl.error, f"the emulator stopped with {error}, the RTL did not"
         assert (error.index, error.cycle + 1) == (rtl.error_index, rtl.stop), str(error)
+        assert error.cause == EngineError(rtl.error_cause), str(error)
         assert emulator.issue == rtl.issue_cycles
         return rtl
     assert rtl.done and not rtl.error
@@ -523,6 +552,63 @@ def test_dma_and_vector_against_the_emulator():
         HALT,
     ]
     run = compare_with_emulator(commands, psum=psum, dram=dram)
+    assert run.done and len(run.issues) == len(commands)
+
+
+NEW_VECTOR_OPS = [(VectorOp.SUB32, 0), (VectorOp.LANEMAX, 0), (VectorOp.LANEMAX, 1),
+                  (VectorOp.LANESUM, 0), (VectorOp.LANESUM, 1), (VectorOp.MULW, 0),
+                  (VectorOp.SCALE, 0), (VectorOp.RECIP, 0), (VectorOp.RSQRT, 0)]
+
+
+@pytest.mark.parametrize("op, acc", NEW_VECTOR_OPS)
+def test_new_vector_ops_against_the_emulator(op, acc):
+    """A VECTOR of each new op (acc set in the command where it matters) through the engine:
+    RTL and emulator agree on every issue cycle, the run's cycles and the final memories, and
+    the rows equal the vector engine's plain semantics (emulator.vector_engine.vector_op). The
+    sequencer passes the command's acc bit: with it LANEMAX/LANESUM combine with PSUM b."""
+    from emulator.vector_engine import vector_op
+
+    config, n = CONFIG, CONFIG.n
+    rng = np.random.default_rng(40 + op.value + 100 * acc)
+    sbuf = random_int8(rng, (config.sbuf_rows, n))
+    psum = rng.integers(-2**31, 2**31, size=(config.psum_rows, n), dtype=np.int64)
+    psum[0] = [-2**31, 2**31 - 1, 0, -1]
+    psum[1] = [1, 2**30, 3, 2**31 - 1]
+    rows, shift = 3, int(rng.integers(0, 64))
+    a, b, c = (20, 30, 4) if op == VectorOp.MULW else (0, 8, 40 if op == VectorOp.SCALE else 4)
+    commands = [VEC(op, a=a, b=b, c=c, count=rows, shift=shift, acc=acc), HALT]
+    run = compare_with_emulator(commands, sbuf=sbuf, psum=psum)
+    assert run.issue_cycles == [0, rows + 2]         # HALT once the vector engine is idle
+    source = sbuf if op == VectorOp.MULW else psum
+    uses_b = op not in (VectorOp.LANEMAX, VectorOp.LANESUM, VectorOp.RECIP, VectorOp.RSQRT)
+    b_rows = source[b:b + rows] if uses_b or acc else None
+    expected = vector_op(op.value, source[a:a + rows], b_rows, shift=shift)
+    target = run.sbuf if op == VectorOp.SCALE else run.psum
+    assert np.array_equal(target[c:c + rows], expected)
+
+
+def test_softmax_steps_against_the_emulator():
+    """Softmax-like and RMS-norm-like chains (rows written by one command read by the next,
+    some back to back within the hazard window), RTL against the emulator."""
+    config, n = CONFIG, CONFIG.n
+    rng = np.random.default_rng(77)
+    sbuf = random_int8(rng, (config.sbuf_rows, n))
+    sbuf[60] = 1                                      # a row of ones: MULW widens int8
+    psum = rng.integers(-2**12, 2**12, size=(config.psum_rows, n), dtype=np.int64)
+    commands = [
+        VEC(VectorOp.MULW, a=0, b=60, c=0, count=1),            # x widened
+        VEC(VectorOp.LANEMAX, a=0, c=1, count=1),               # R = 1 back to back: stale row
+        VEC(VectorOp.LANEMAX, a=2, b=1, c=3, count=2, acc=1),
+        VEC(VectorOp.SUB32, a=0, b=3, c=5, count=3),
+        VEC(VectorOp.MULW, a=0, b=0, c=8, count=3),              # x^2
+        VEC(VectorOp.LANESUM, a=8, c=11, count=3),
+        VEC(VectorOp.LANESUM, a=8, b=11, c=11, count=3, acc=1),
+        VEC(VectorOp.RSQRT, a=11, c=12, count=3, shift=40),
+        VEC(VectorOp.RECIP, a=5, c=13, count=3, shift=20),
+        VEC(VectorOp.SCALE, a=5, b=12, c=40, count=3, shift=30),
+        HALT,
+    ]
+    run = compare_with_emulator(commands, sbuf=sbuf, psum=psum)
     assert run.done and len(run.issues) == len(commands)
 
 
@@ -581,12 +667,12 @@ def random_program(config, rng, length):
                                int(rng.integers(0, 8)), int(rng.integers(1, 6)),
                                int(rng.integers(2))))
         else:
-            op = [VectorOp.REQUANT, VectorOp.ADD8, VectorOp.ADD32, VectorOp.MAX8,
-                  VectorOp.ROWSUM][int(rng.integers(5))]
+            ops = [op for op in VectorOp if op not in (VectorOp.LUT, VectorOp.LOAD_TABLE)]
+            op = ops[int(rng.integers(len(ops)))]
             commands.append(VEC(op, a=int(rng.integers(0, 8)), b=int(rng.integers(0, 8)),
                                 c=int(rng.integers(0, 8)), count=int(rng.integers(1, 4)),
                                 multiplier=int(rng.integers(-3000, 3000)),
-                                shift=int(rng.integers(0, 16))))
+                                shift=int(rng.integers(0, 24)), acc=int(rng.integers(2))))
     commands += [WAIT(t) for t in sorted(tags)]
     return commands[:config.commands - 1] + [HALT]
 

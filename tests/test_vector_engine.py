@@ -23,7 +23,7 @@ import hdl
 from emulator import vector_engine as model_module
 from emulator.vector_engine import VectorCommand, VectorEngineModel, vector_op
 from hdl.vector_engine import VectorEngine, VectorOp
-from mesh import isa
+from mesh import isa, numerics
 
 from sim_bench import Bench
 from verilator_lint import AMARANTH_WARNINGS, lint_warnings
@@ -132,8 +132,8 @@ def run(n, sbuf, psum, program, extra=4):
                     wait -= 1
             ctx.set(dut.cmd.valid, command is not None)
             if command is not None:
-                ctx.set(dut.cmd.op.as_value(), int(command.op))    # codes 9..15 too
-                for field in ("src_a", "src_b", "dst", "rows", "multiplier", "shift"):
+                ctx.set(dut.cmd.op.as_value(), int(command.op))
+                for field in ("src_a", "src_b", "dst", "rows", "multiplier", "shift", "acc"):
                     ctx.set(getattr(dut.cmd, field), int(getattr(command, field)))
             got_ready, got_busy = ctx.get(dut.cmd.ready), ctx.get(dut.busy)
             reads = {name: ctx.get(port.addr) for name, port in read_ports.items()
@@ -212,7 +212,8 @@ def test_members(n):
     assert cmd == {"valid": (In, Shape(1)), "ready": (Out, Shape(1)),
                    "op": (In, Shape(4)), "src_a": (In, Shape(16)), "src_b": (In, Shape(16)),
                    "dst": (In, Shape(16)), "rows": (In, Shape(16)),
-                   "multiplier": (In, Shape(32, signed=True)), "shift": (In, Shape(6))}
+                   "multiplier": (In, Shape(32, signed=True)), "shift": (In, Shape(6)),
+                   "acc": (In, Shape(1))}
     for kind, bits in (("sbuf", 8), ("psum", 32)):
         row = data.ArrayLayout(Shape(bits, signed=True), n)
         for name in (f"{kind}_read_a", f"{kind}_read_b"):
@@ -224,7 +225,10 @@ def test_members(n):
 
 
 def test_op_codes_agree_with_the_model():
+    from mesh import prefill
+    assert Op is prefill.VectorOp and "VectorOp" in prefill.__all__
     assert {op.name: op.value for op in VectorOp} == {op.name: op.value for op in Op}
+    assert [op.value for op in Op] == list(range(16))
 
 
 @pytest.mark.parametrize("n", [1, 33])
@@ -239,6 +243,7 @@ def test_model_size_is_checked(n):
     ({"op": 0, "rows": 65536}, "rows must be an integer from 0 to 65535, not 65536"),
     ({"op": 0, "dst": -1}, "dst must be an integer from 0 to 65535, not -1"),
     ({"op": 0, "shift": 64}, "shift must be an integer from 0 to 63, not 64"),
+    ({"op": 10, "acc": 2}, "acc must be an integer from 0 to 1, not 2"),
     ({"op": 0, "multiplier": 2**31}, "multiplier must be an integer from -2147483648 to "
                                      "2147483647, not 2147483648"),
 ])
@@ -270,6 +275,63 @@ def test_vector_op_against_numpy():
         expected = [min(max((2 * int(v) * m + 2**shift) // 2**(shift + 1), -128), 127)
                     for v in a32[0]]
         assert got.tolist() == expected
+
+
+def wrap32(values):
+    return (np.asarray(values, dtype=np.int64) + 2**31) % 2**32 - 2**31
+
+
+def requantize_exact(a, multiplier, shift):
+    """floor(a * multiplier / 2^shift + 1/2) saturated to int8, in Python integers."""
+    return min(max((2 * int(a) * int(multiplier) + 2**shift) // 2**(shift + 1), -128), 127)
+
+
+EDGE_32 = [INT32_MIN, INT32_MAX, 0, -1, 1, INT32_MIN + 1, INT32_MAX - 1, 2**30, -2**30, 2**16]
+
+
+def test_new_ops_against_numpy():
+    """SUB32, LANEMAX, LANESUM (with and without b), MULW, SCALE, RECIP, RSQRT as plain numpy
+    formulas, on random rows and the int32 edges (wrapping sums and differences)."""
+    rng = np.random.default_rng(8)
+    a32, b32 = rng.integers(INT32_MIN, INT32_MAX + 1, size=(2, 40, 5), dtype=np.int64)
+    a32[0], b32[0] = EDGE_32[:5], EDGE_32[5:]
+    a32[1], b32[1] = INT32_MAX, INT32_MAX             # sums wrap
+    a32[2], b32[2] = INT32_MIN, INT32_MAX             # differences wrap
+    assert (vector_op(Op.SUB32, a32, b32) == wrap32(a32 - b32)).all()
+    assert vector_op(Op.SUB32, [INT32_MIN], [1]).tolist() == [INT32_MAX]
+    row_max = np.repeat(a32.max(axis=1, keepdims=True), 5, axis=1)
+    row_sum = np.repeat(wrap32(a32.sum(axis=1, keepdims=True)), 5, axis=1)
+    assert (vector_op(Op.LANEMAX, a32) == row_max).all()
+    assert (vector_op(Op.LANEMAX, a32, b32) == np.maximum(row_max, b32)).all()
+    assert (vector_op(Op.LANESUM, a32) == row_sum).all()
+    assert (vector_op(Op.LANESUM, a32, b32) == wrap32(row_sum + b32)).all()
+    assert vector_op(Op.LANESUM, [INT32_MAX, 1]).tolist() == [INT32_MIN] * 2
+    a8, b8 = rng.integers(-128, 128, size=(2, 40, 5))
+    a8[0], b8[0] = [-128, -128, 127, 127, 0], [-128, 127, -128, 127, -1]
+    assert (vector_op(Op.MULW, a8, b8) == a8 * b8).all()
+    assert (vector_op(Op.MULW, a8, np.ones_like(a8)) == a8).all()
+    for shift in (0, 1, 15, 31, 47, 63):
+        got = vector_op(Op.SCALE, a32, b32, shift=shift)
+        expected = [[requantize_exact(x, m, shift) for x, m in zip(ra, rb)]
+                    for ra, rb in zip(a32, b32)]
+        assert got.tolist() == expected, shift
+        assert (vector_op(Op.RECIP, a32, shift=shift) == numerics.recip(a32, shift)).all()
+        assert (vector_op(Op.RSQRT, a32, shift=shift) == numerics.rsqrt(a32, shift)).all()
+    with pytest.raises(ValueError, match="shift must be an integer from 0 to 63, not 64"):
+        vector_op(Op.RECIP, a32, shift=64)
+    with pytest.raises(ValueError, match="a and b must have the same shape"):
+        vector_op(Op.LANESUM, a32, b32[:, :2])
+
+
+def test_ports_with_acc():
+    """LANEMAX and LANESUM read PSUM b only with acc; every other op ignores acc."""
+    for op in Op:
+        for acc in (0, 1):
+            expected = model_module.PORTS[op]
+            if op in (Op.LANEMAX, Op.LANESUM) and acc:
+                expected = expected[:3] + (True,) + expected[4:]
+            assert model_module.ports(op, acc) == expected
+    assert set(model_module.PORTS) == set(Op) and [op.value for op in Op] == list(range(16))
 
 
 # The RTL, op by op ----------------------------------------------------------------------------
@@ -358,6 +420,109 @@ def test_requantize_extremes_are_bit_identical(n):
         assert (got == expected.astype(np.uint32).view(np.int32)).all(), (m, s)
     # Back to back, no bubble.
     assert taken_cycles(log) == [rows * k for k in range(len(program))]
+
+
+NEW_OPS = [Op.SUB32, Op.LANEMAX, Op.LANESUM, Op.MULW, Op.SCALE, Op.RECIP, Op.RSQRT]
+
+
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("op", NEW_OPS)
+def test_new_ops_in_rtl_against_numpy(n, op):
+    """Each new op, two commands back to back (acc off and on, or two shifts) of 4 rows on random
+    rows with the int32 (int8) edges: the written rows equal the plain numpy formula, row i of a
+    command taken in cycle c is written in cycle c + i + 2, nothing else changes."""
+    rng = np.random.default_rng(700 + 10 * n + op.value)
+    sbuf, psum = memories(rng, n)
+    psum[0] = np.resize(EDGE_32, n)
+    psum[1] = INT32_MAX                      # LANESUM wraps
+    psum[2] = INT32_MIN
+    psum[3] = np.resize([0, -1, 1, INT32_MIN], n)
+    psum[8] = np.resize(EDGE_32[::-1], n)
+    psum[9] = INT32_MAX                      # SUB32 wraps: INT32_MIN - INT32_MAX
+    psum[10] = np.resize([1, -1, 0, 2**20], n)
+    sbuf[40] = np.resize([-128, 127, 0, -1, 1], n)
+    sbuf[41] = np.resize([-128, -128, 127, 127, -1], n)
+    sbuf[50] = np.resize([-128, 127, -128, 127, 0], n)
+    rows = 4
+    sbuf_in = op == Op.MULW
+    a, b = (40, 50) if sbuf_in else (0, 8)
+    first, second = (dict(acc=0), dict(acc=1)) if op in (Op.LANEMAX, Op.LANESUM) else \
+        (dict(shift=int(rng.integers(0, 20))), dict(shift=int(rng.integers(20, 64))))
+    dsts = (100, 110) if op == Op.SCALE else (16, 24)
+    program = [(0, VectorCommand(op, a, b, dsts[0], rows, **first)),
+               (0, VectorCommand(op, a, b, dsts[1], rows, **second))]
+    final_sbuf, final_psum, log = run(n, sbuf, psum, program)
+    source = sbuf if sbuf_in else psum
+    ra, rb = source[a:a + rows].astype(np.int64), source[b:b + rows].astype(np.int64)
+    to_sbuf = op == Op.SCALE
+    target, before = (final_sbuf, sbuf) if to_sbuf else (final_psum, psum)
+    for dst, fields in zip(dsts, (first, second)):
+        shift, acc = fields.get("shift", 0), fields.get("acc", 0)
+        if op == Op.SUB32:
+            expected = wrap32(ra - rb)
+        elif op == Op.LANEMAX:
+            expected = np.repeat(ra.max(axis=1, keepdims=True), n, axis=1)
+            expected = np.maximum(expected, rb) if acc else expected
+        elif op == Op.LANESUM:
+            expected = wrap32(np.repeat(ra.sum(axis=1, keepdims=True), n, axis=1)
+                              + (rb if acc else 0))
+        elif op == Op.MULW:
+            expected = ra * rb
+        elif op == Op.SCALE:
+            expected = np.array([[requantize_exact(x, m, shift) for x, m in zip(x_row, m_row)]
+                                 for x_row, m_row in zip(ra, rb)])
+        else:
+            expected = (numerics.recip if op == Op.RECIP else numerics.rsqrt)(ra, shift)
+        assert (target[dst:dst + rows] == expected).all(), (dst, fields)
+    untouched = np.ones(len(target), dtype=bool)
+    for dst in dsts:
+        untouched[dst:dst + rows] = False
+    assert (target[untouched] == before[untouched]).all()
+    port = "sbuf_write" if to_sbuf else "psum_write"
+    assert taken_cycles(log) == [0, rows]
+    assert write_cycles(log, port) == [(c + i + 2, d + i) for c, d in zip((0, rows), dsts)
+                                       for i in range(rows)]
+    reads_b = op not in (Op.LANEMAX, Op.LANESUM, Op.RECIP, Op.RSQRT)
+    b_port = "sbuf_read_b" if sbuf_in else "psum_read_b"
+    assert [t for t, out in enumerate(log) if b_port in out["reads"]] == (
+        list(range(2 * rows)) if reads_b else
+        list(range(rows, 2 * rows)) if op in (Op.LANEMAX, Op.LANESUM) else [])
+
+
+def norm_edge_values(rng, count):
+    """Every power of two up to 2^30 and its neighbours, 0, negatives, the int32 limits, then
+    random int32 values up to ``count``."""
+    values = {0, -1, -2, INT32_MIN, INT32_MIN + 1, INT32_MAX}
+    for j in range(31):
+        values.update({2**j - 1, 2**j, 2**j + 1})
+    values = sorted(v for v in values if INT32_MIN <= v <= INT32_MAX)
+    assert len(values) <= count
+    extra = rng.integers(INT32_MIN, INT32_MAX + 1, size=count - len(values), dtype=np.int64)
+    extra[: len(extra) // 2] = np.abs(extra[: len(extra) // 2])
+    return np.concatenate([np.array(values, dtype=np.int64), extra])
+
+
+def test_recip_rsqrt_edges_equal_numerics():
+    """RECIP and RSQRT of 128 int32 values (the edges and random ones) with shifts 0, 1, 16, 30,
+    47, 63, back to back: every written element equals mesh.numerics exactly."""
+    n, rows = 8, 16
+    rng = np.random.default_rng(900)
+    sbuf, psum = memories(rng, n)
+    values = norm_edge_values(rng, rows * n)
+    psum[:rows] = values.reshape(rows, n)
+    shifts = [0, 1, 16, 30, 47, 63]
+    cases = [(op, s) for op in (Op.RECIP, Op.RSQRT) for s in shifts]
+    program = [(0, VectorCommand(op, 0, 0, rows, rows, shift=s)) for op, s in cases]
+    _, _, log = run(n, sbuf, psum, program)
+    writes = [out["writes"]["psum_write"] for out in log if "psum_write" in out["writes"]]
+    assert len(writes) == len(cases) * rows
+    for k, (op, s) in enumerate(cases):
+        got = np.array([row for _, row in writes[k * rows:(k + 1) * rows]])
+        assert [address for address, _ in writes[k * rows:(k + 1) * rows]] == \
+            list(range(rows, 2 * rows))
+        function = numerics.recip if op == Op.RECIP else numerics.rsqrt
+        assert (got == function(psum[:rows], s)).all(), (op.name, s)
+    assert taken_cycles(log) == [rows * k for k in range(len(cases))]
 
 
 @pytest.mark.parametrize("n", SIZES)
@@ -464,24 +629,25 @@ def test_in_place_and_overlapping_rows(n):
 
 @st.composite
 def commands(draw, n):
-    op = draw(st.sampled_from(list(Op) + [9, 15]), label="op")
+    op = draw(st.sampled_from(list(Op)), label="op")
     rows = draw(st.integers(0, 5), label="rows")
-    space = SBUF_ROWS if op in (Op.ADD8, Op.MAX8, Op.MUL8, Op.LUT, Op.LOAD_TABLE) else PSUM_ROWS
+    space = SBUF_ROWS if op in (Op.ADD8, Op.MAX8, Op.MUL8, Op.LUT, Op.LOAD_TABLE, Op.MULW) \
+        else PSUM_ROWS
     return (draw(st.sampled_from([0, 0, 0, 1, 3]), label="gap"), VectorCommand(
         int(op), draw(st.integers(0, space - 1), label="a"),
         draw(st.integers(0, space - 1), label="b"),
         draw(st.integers(0, 2**16 - 1), label="d"), rows,
         draw(st.integers(INT32_MIN, INT32_MAX), label="multiplier"),
-        draw(st.integers(0, 63), label="shift")))
+        draw(st.integers(0, 63), label="shift"), draw(st.integers(0, 1), label="acc")))
 
 
 @pytest.mark.parametrize("n", SIZES)
 @settings(max_examples=25, deadline=None)
 @given(drawn=st.data())
 def test_random_streams_match_the_model(n, drawn):
-    """Random command sequences, mostly back to back (overlapping rows, wrapping addresses,
-    no-op codes, rows = 0): RTL and model agree on ready, busy, every read and every write,
-    cycle by cycle, and on the final memories and table."""
+    """Random command sequences of every op, mostly back to back (overlapping rows, wrapping
+    addresses, rows = 0, acc on and off, any shift): RTL and model agree on ready, busy, every
+    read and every write, cycle by cycle, and on the final memories and table."""
     seed = drawn.draw(st.integers(0, 2**32 - 1), label="seed")
     program = drawn.draw(st.lists(commands(n), min_size=1, max_size=8), label="program")
     sbuf, psum = memories(np.random.default_rng(seed), n)
@@ -505,6 +671,7 @@ def test_verilog_ports(engine_verilog):
                                    ("input", 32, "cmd__multiplier"), ("input", 6, "cmd__shift"),
                                    ("output", 16, "sbuf_read_b__addr")]:
         assert re.search(rf"^\s*{direction} \[{width - 1}:0\] {name};", engine_verilog, re.M)
+    assert re.search(r"^\s*input cmd__acc;", engine_verilog, re.M)
 
 
 def test_verilog_lints_clean(engine_verilog, tmp_path):
