@@ -99,6 +99,9 @@ class PacketRx(wiring.Component):
         self.node, self.peer = node, peer
         self.buffer = Memory(shape=32, depth=config.buffer_words, init=[])
         lanes = config.lanes
+        # The ports are made here, so that the component can be elaborated more than once.
+        self._read_port = self.buffer.read_port()
+        self._write_ports = [self.buffer.write_port() for _ in range(COPY_ENGINES * lanes)]
         super().__init__({
             "data_in": In(LaneSignature()).array(lanes),
             "ack_out": Out(LaneSignature()).array(lanes),
@@ -126,7 +129,7 @@ class PacketRx(wiring.Component):
         max_words = config.max_packet_words
         log_w = (W - 1).bit_length()
         m.submodules.buffer = self.buffer
-        reader = self.buffer.read_port()
+        reader = self._read_port
         m.d.comb += [reader.addr.eq(self.read.addr), self.read.data.eq(reader.data)]
 
         def bit(seq):
@@ -253,7 +256,7 @@ class PacketRx(wiring.Component):
                 k = Signal(range(max(P, 2)), name=f"{name}_k")
                 to = Signal(range(B), name=f"{name}_to")
                 source = packet.read_port()
-                sink = self.buffer.write_port()
+                sink = self._write_ports[COPY_ENGINES * l + e]
                 mine = Signal(name=f"{name}_mine")
                 # The first engine free for a copy starting in t + 1 takes it.
                 m.d.comb += mine.eq(ok & (left <= 1)

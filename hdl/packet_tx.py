@@ -263,6 +263,9 @@ class PacketTx(wiring.Component):
         self.node, self.peer = node, peer
         self.source = Memory(shape=32, depth=config.source_words, init=[])
         lanes = config.lanes
+        # The ports are made here, so that the component can be elaborated more than once.
+        self._load_port = self.source.write_port()
+        self._read_ports = [self.source.read_port() for _ in range(lanes)]
         super().__init__({
             "load": In(wiring.Signature({
                 "en": Out(1), "addr": Out(range(config.source_words)), "data": Out(32)})),
@@ -304,10 +307,9 @@ class PacketTx(wiring.Component):
         log_w = (W - 1).bit_length()
         delay_bits = (max_words * r + timeout).bit_length() + 1
         m.submodules.source = self.source
-        write = self.source.write_port()
+        write, reads = self._load_port, self._read_ports
         m.d.comb += [write.en.eq(self.load.en), write.addr.eq(self.load.addr),
                      write.data.eq(self.load.data)]
-        reads = [self.source.read_port() for _ in range(L)]
 
         def index(seq):
             return seq[:log_w] if log_w else Const(0, 1)

@@ -14,7 +14,7 @@ import random
 import zlib
 
 import pytest
-from amaranth.hdl import UnusedElaboratable
+from amaranth.hdl import Fragment, UnusedElaboratable
 
 import hdl
 from emulator.channel import FaultConfig
@@ -182,6 +182,9 @@ def test_members():
     assert tx.source.depth == 64 and rx.buffer.depth == 32
     assert len(tx.drops) == len(rx.drops) == len(DropCause) + 1
     assert len(tx.lane_dead) == 3 and len(tx.error) == 2
+    for dut in (tx, rx):                 # elaborated twice (a simulation, then Verilog)
+        Fragment.get(dut, None)
+        Fragment.get(dut, None)
 
 
 # The sender alone ------------------------------------------------------------------------------
