@@ -79,7 +79,7 @@ class FastArray:
         self._weights = np.zeros((2, n, n), dtype=np.int64)
         self._out = deque()
 
-    def step(self, *, weights=None, act=None):
+    def step(self, *, weights=None, act=None, transpose=False):
         if act is not None:
             buffer, data = act
             self._out.append((self.cycle + self.latency,
@@ -87,7 +87,10 @@ class FastArray:
                               .astype(np.int32)))
         if weights is not None:
             buffer, row, data = weights
-            self._weights[buffer, row] = data
+            if transpose:
+                self._weights[buffer, :, row] = data
+            else:
+                self._weights[buffer, row] = data
         output = None
         if self._out and self._out[0][0] == self.cycle:
             output = self._out.popleft()[1]
@@ -169,9 +172,9 @@ class PrefillEmulator:
         self.pc = 0
         self.done = False
         self.issue = []
-        self._loader = deque()      # (read cycle, buffer, weight row, SBUF row or None)
+        self._loader = deque()      # (read cycle, buffer, weight row, SBUF row or None, transpose)
         self._stream = deque()      # (read cycle, buffer, SBUF row, PSUM row, acc)
-        self._weight_in = None      # (buffer, row, data) read last cycle, written this cycle
+        self._weight_in = None      # (buffer, row, data, transpose) read last cycle, written now
         self._act_in = None         # (buffer, data, psum row, acc) read last cycle
         self._results = deque()     # (psum row, acc) of rows in the array, in order
         self.loader_last = -1       # the last cycle the loader writes a weight row
@@ -286,7 +289,8 @@ class PrefillEmulator:
                            f"WEIGHTS SBUF rows {cmd.a}..{cmd.a + k - 1} past the "
                            f"{cfg.sbuf_rows} rows", cmd)
             for i in range(n):
-                self._loader.append((c + i, cmd.buffer, i, cmd.a + i if i < k else None))
+                self._loader.append((c + i, cmd.buffer, i, cmd.a + i if i < k else None,
+                                     bool(cmd.transpose)))
             self.loader_last = c + n
             self.buffer_weights_done[cmd.buffer] = c + n
             return ("weights", None)
@@ -363,10 +367,10 @@ class PrefillEmulator:
         weight_in, act_in = self._weight_in, self._act_in
         self._weight_in = self._act_in = None
         if self._loader and self._loader[0][0] == c:
-            _, buffer, row, sbuf_row = self._loader.popleft()
+            _, buffer, row, sbuf_row, transpose = self._loader.popleft()
             data = (sbuf[sbuf_row].astype(np.int64) if sbuf_row is not None
                     else np.zeros(n, dtype=np.int64))
-            self._weight_in = (buffer, row, data)
+            self._weight_in = (buffer, row, data, transpose)
         if self._stream and self._stream[0][0] == c:
             _, buffer, sbuf_row, psum_row, acc = self._stream.popleft()
             self._act_in = (buffer, sbuf[sbuf_row].astype(np.int64), psum_row, acc)
@@ -377,7 +381,8 @@ class PrefillEmulator:
             act = (act_in[0], act_in[1])
             self._results.append((act_in[2], act_in[3]))
             counters["rows_presented"] += 1
-        out = self._array.step(weights=weight_in, act=act)
+        out = self._array.step(weights=None if weight_in is None else weight_in[:3], act=act,
+                               transpose=weight_in is not None and weight_in[3])
         psum_write = None
         if out is not None:
             psum_row, acc = self._results.popleft()

@@ -250,6 +250,7 @@ class PrefillEngine(wiring.Component):
         word = cmd_read.data
         op, sub, tag = _field(word, "op"), _field(word, "sub"), _field(word, "tag")
         buffer, acc = _field(word, "buffer"), _field(word, "acc")
+        transpose = _field(word, "transpose")
         a, b, c = _field(word, "a"), _field(word, "b"), _field(word, "c")
         count, addr, stride = _field(word, "count"), _field(word, "addr"), _field(word, "stride")
 
@@ -259,6 +260,7 @@ class PrefillEngine(wiring.Component):
         ld_row = Signal(range(n + 1))
         ld_k = Signal(range(n + 1))
         ld_buffer = Signal()
+        ld_transpose = Signal()
         ld_addr = Signal(sbuf_bits)
         # streamer: SBUF reads left after the issue cycle.
         st_left = Signal(16)
@@ -434,11 +436,13 @@ class PrefillEngine(wiring.Component):
             sbuf_ld.addr.eq(Mux(is_op[Op.WEIGHTS], a, ld_addr)),
             array.weights.valid.eq(loader_busy),
             array.weights.buffer.eq(ld_buffer),
+            array.weights.transpose.eq(ld_transpose),
             array.weights.row.eq(ld_row),
             array.weights.data.as_value().eq(Mux(ld_row < ld_k, sbuf_ld.data, 0)),
         ]
         with m.If(is_op[Op.WEIGHTS]):
             m.d.sync += [ld_left.eq(n), ld_row.eq(0), ld_k.eq(count), ld_buffer.eq(buffer),
+                         ld_transpose.eq(transpose),
                          ld_addr.eq(a + 1)]
         with m.Elif(loader_busy):
             m.d.sync += [ld_left.eq(ld_left - 1), ld_row.eq(ld_row + 1), ld_addr.eq(ld_addr + 1)]

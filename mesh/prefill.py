@@ -109,7 +109,7 @@ class Op(IntEnum):
     end of a command list) is an error rather than a silent no-op."""
     DMA = 1        # kind, tag, addr (DRAM bytes), stride (bytes), a (first row), count (rows)
     WAIT = 2       # tag
-    WEIGHTS = 3    # buffer, a (first SBUF row), count (k rows, 1..n)
+    WEIGHTS = 3    # buffer, a (first SBUF row), count (k rows, 1..n), transpose
     MATMUL = 4     # buffer, a (first SBUF row), b (first PSUM row), count (m rows), acc
     VECTOR = 5     # sub (VectorOp), a, b, c (destination), count (rows), addr (multiplier),
                    # stride (shift), acc (LANEMAX, LANESUM: combine with PSUM rows b)
@@ -145,6 +145,7 @@ COMMAND_FIELDS = {             # name: (lsb, width)
     "tag": (8, 4),
     "buffer": (12, 1),
     "acc": (13, 1),
+    "transpose": (14, 1),     # WEIGHTS: SBUF row i becomes weight column i
     "a": (16, 16),
     "b": (32, 16),
     "c": (48, 16),
@@ -167,6 +168,7 @@ class Command:
     tag: int = 0
     buffer: int = 0
     acc: int = 0
+    transpose: int = 0
     a: int = 0
     b: int = 0
     c: int = 0

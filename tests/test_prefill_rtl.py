@@ -25,6 +25,8 @@ from hdl.prefill import PrefillEngine
 from hdl.vector_engine import VectorOp
 from mesh import isa
 from mesh.prefill import Command, DmaKind, EngineError, Op, PrefillConfig
+from programs.integer_ops import exp_table
+from programs.prefill_ops import attention_head, rmsnorm
 
 from sim_bench import Bench
 from verilator_lint import AMARANTH_WARNINGS, lint_warnings
@@ -610,6 +612,42 @@ def test_softmax_steps_against_the_emulator():
     ]
     run = compare_with_emulator(commands, sbuf=sbuf, psum=psum)
     assert run.done and len(run.issues) == len(commands)
+
+
+def test_transposed_weights_against_the_emulator():
+    """WEIGHTS with transpose writes SBUF row a + i into weight column i (columns k..n-1 zero):
+    the MATMUL then gives A x R^T for the k rows R, on the RTL as on the emulator."""
+    config, n = CONFIG, CONFIG.n
+    rng = np.random.default_rng(5)
+    sbuf = random_int8(rng, (config.sbuf_rows, n))
+    commands = [Command(Op.WEIGHTS, buffer=1, a=8, count=3, transpose=1),
+                MM(1, 20, 0, 5), W(0, 30, n), MM(0, 20, 8, 2), HALT]
+    run = compare_with_emulator(commands, sbuf=sbuf)
+    expected = sbuf[20:25].astype(np.int64) @ sbuf[8:11].astype(np.int64).T
+    assert np.array_equal(run.psum[0:5, :3], expected) and not run.psum[0:5, 3:].any()
+
+
+ATTENTION_CONFIG = small(sbuf_rows=160, psum_rows=48, commands=128)
+
+
+@pytest.mark.parametrize("program", ["attention", "rmsnorm"])
+def test_softmax_attention_and_rmsnorm_programs_on_the_rtl(program):
+    """programs.prefill_ops's causal attention head (transposed K, mask, softmax, P x V) and RMS
+    norm, on the RTL: equal to the emulator cycle for cycle and to the integer reference."""
+    config = ATTENTION_CONFIG
+    rng = np.random.default_rng(11)
+    if program == "attention":
+        Q, K, V = (rng.integers(-60, 60, size=(5, 6)).astype(np.int8) for _ in range(3))
+        built = attention_head(config, Q, K, V, score_multiplier=1 << 20, score_shift=26,
+                               table=exp_table(1 / 16), out_multiplier=1 << 16, out_shift=23)
+        row, columns, expected = built.o_row, 6, built.O
+    else:
+        x = rng.integers(-128, 128, size=(5, 7)).astype(np.int8)
+        built = rmsnorm(config, x, shift=26)
+        row, columns, expected = built.y_row, 7, built.expected
+    run = compare_with_emulator(built.commands, config, sbuf=built.sbuf[:config.sbuf_rows])
+    sbuf = run.sbuf.astype(np.int8)
+    np.testing.assert_array_equal(built.read(sbuf, row, columns), expected)
 
 
 @pytest.mark.parametrize("case", range(len(ERROR_CASES)))
