@@ -136,10 +136,15 @@ class LinkConfig:
 
     @property
     def default_timeout(self):
-        """A round trip with room to spare: the longest packet out, the latency both ways, a
-        full ACK queue back, and 16 cycles."""
-        return (2 * self.latency
-                + (self.max_packet_words + self.ack_queue * ACK_WORDS) * self.word_cycles + 16)
+        """The longest round trip the window allows, so that a lane kept full never times out
+        spuriously: a packet may wait in its channel behind every other packet of the window
+        (store and forward, so window + 1 packet times), then its ACK behind a full ACK queue;
+        plus the latency both ways and 16 cycles. (A timeout of one bare round trip is shorter,
+        but then a duplicated packet's extra packet time on a busy lane turns into timeouts,
+        retransmissions, more backlog and finally a lane declared dead.)"""
+        words = ((self.window + 1) * self.max_packet_words
+                 + (self.ack_queue + 1) * ACK_WORDS)
+        return 2 * self.latency + words * self.word_cycles + 16
 
     @property
     def effective_timeout(self):

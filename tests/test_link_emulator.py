@@ -182,13 +182,12 @@ def test_copies_of_one_lane_overlap():
 # Exact cycles with one scripted loss -------------------------------------------------------
 
 def test_timeout_exact_cycles():
-    """One lane, one packet (p = 4, N = 9), r = 1, L = 3; its first copy is lost. TO = 2 L +
-    (max_packet_words + 5 ack_queue) r + 16 = 6 + 29 + 16 = 51. Taken in 1: deadline
+    """One lane, one packet (p = 4, N = 9), r = 1, L = 3, timeout TO = 51; its first copy is
+    lost. Taken in 1: deadline
     1 + N r + TO = 61; entry 0 becomes RETX at the end of 61; lane 0 (free since 10) takes it
     again in 62, and the rest is the lone packet taken in 1, 61 cycles later: done in
     61 + 36 = 97, the receiver's in 61 + 26 = 87."""
-    config = cfg()
-    assert config.effective_timeout == 51
+    config = cfg(timeout=51)
     data = words_of(4)
     result = LinkEmulator(config, channels=scripted(config, forward_drops=[0])).send(data)
     assert (result.done_cycle, result.rx_done_cycle) == (97, 87)

@@ -25,13 +25,13 @@ def test_defaults_and_derived_values():
             c.retry_limit, c.lane_dead_after, c.nack_gap, c.ack_queue, c.buffer_words,
             c.source_words) == (4, 32, 20, 128, 32, 0, 16, 4, 8, 4, 16384, 16384)
     assert c.word_cycles == 1 and c.max_packet_words == 133 and c.line_rate == 128
-    # 2 x latency + (longest packet + a full ACK queue) x r + 16
-    assert c.default_timeout == 2 * 20 + (133 + 4 * 5) * 1 + 16 == 209
-    assert c.effective_timeout == 209
+    # 2 x latency + ((window + 1) x longest packet + (ACK queue + 1) x ACK) x r + 16
+    assert c.default_timeout == 2 * 20 + (33 * 133 + 5 * 5) * 1 + 16 == 4470
+    assert c.effective_timeout == 4470
     assert LinkConfig(timeout=50).effective_timeout == 50
     narrow = LinkConfig(lane_width=8, lanes=2, latency=3, max_payload=16, ack_queue=2)
     assert narrow.word_cycles == 4 and narrow.line_rate == 16
-    assert narrow.default_timeout == 6 + (21 + 10) * 4 + 16
+    assert narrow.default_timeout == 6 + (33 * 21 + 3 * 5) * 4 + 16
 
 
 def test_efficiency():
