@@ -570,6 +570,9 @@ class RxModel:
     done : list of (cycle, message id)
     accepted, acks, nacks, ack_drops : int
         Packets accepted; ACKs and NACKs queued; acknowledgements dropped for a full queue.
+    nack_repeats : int
+        NACKs sent (queued, or dropped for a full queue) for a base that already had one: after
+        max(1, window / 2) packets accepted since the last NACK (rule 4).
     drops : dict DropCause -> int
         DATA packets dropped, by cause (DUPLICATE included).
     max_copies : list of int
@@ -596,6 +599,8 @@ class RxModel:
         self._expected = 0
         self._received = [False] * c.window
         self._nacked = None             # the base a NACK was sent for
+        self._since = 0                 # packets accepted since the last NACK (saturating)
+        self._nack_cycle = None         # the cycle of the last NACK
         self._last_id = None            # the message last completed
         self._last_T = 0
         self._in = [[] for _ in range(L)]
@@ -607,7 +612,7 @@ class RxModel:
         self._queued = 0                # packets in the queues
         self._lanes = _Lanes(L, c.word_cycles)
         self.done = []
-        self.accepted = self.acks = self.nacks = self.ack_drops = 0
+        self.accepted = self.acks = self.nacks = self.ack_drops = self.nack_repeats = 0
         self.drops = {cause: 0 for cause in DropCause}
 
     def outputs(self):
@@ -725,10 +730,16 @@ class RxModel:
             self._queue(lane, _ACK, message, s, self._expected)
             return
         self._queue(lane, _ACK, message, s, cumulative)
+        again = max(1, W // 2)
+        self._since = min(self._since + 1, again)
         gap = self.config.nack_gap
         if (gap and not self._received[base % W] and s - base >= gap
-                and self._nacked != base):
+                and (self._nacked != base or self._since >= again) and self._nack_cycle != t):
+            if self._nacked == base:
+                self.nack_repeats += 1
             self._nacked = base
+            self._since = 0
+            self._nack_cycle = t
             self._queue(lane, _NACK, message, base, base)
 
     def _drop(self, cause):
@@ -792,9 +803,10 @@ class LinkResult:
     words/bytes (as many as the message). ``goodput``: payload bits per cycle over the line rate
     (lanes x lane_width), from the cycle after the command to the sender's done:
     8 x length / (done_cycle - start_cycle) / line_rate. Counters: ``sent`` (packets taken by a
-    lane), ``retransmits``, ``timeouts``, ``acks_sent``/``nacks_sent`` (queued by the receiver),
-    ``acks_received``/``nacks_received`` (accepted by the sender), ``ack_drops`` (a full ACK
-    queue), ``tx_drops``/``rx_drops`` ({DropCause: n}, nonzero only), ``accepted`` (packets the
+    lane), ``retransmits``, ``timeouts``, ``acks_sent``/``nacks_sent`` (queued by the
+    receiver), ``nack_repeats`` (NACKs for a base already NACKed), ``acks_received``/
+    ``nacks_received`` (accepted by the sender), ``ack_drops`` (a full ACK queue),
+    ``tx_drops``/``rx_drops`` ({DropCause: n}, nonzero only), ``accepted`` (packets the
     receiver accepted), ``lanes_dead`` (the lanes the sender declared dead), ``channels``
     (the channels' counters summed: dropped, flipped, duplicated, reordered, lost_dead),
     ``max_copies`` (per lane, the most overlapping copies).
@@ -815,6 +827,7 @@ class LinkResult:
     timeouts: int = 0
     acks_sent: int = 0
     nacks_sent: int = 0
+    nack_repeats: int = 0
     acks_received: int = 0
     nacks_received: int = 0
     ack_drops: int = 0
@@ -984,7 +997,8 @@ class LinkEmulator:
             start_cycle=start, done_cycle=done, rx_done_cycle=rx_done, cycles=self.cycle,
             words=rx.buffer[:min(w, c.buffer_words)].copy(), goodput=goodput,
             sent=tx.sent, retransmits=tx.retransmits, timeouts=tx.timeouts,
-            acks_sent=rx.acks, nacks_sent=rx.nacks, acks_received=tx.acks,
+            acks_sent=rx.acks, nacks_sent=rx.nacks, nack_repeats=rx.nack_repeats,
+            acks_received=tx.acks,
             nacks_received=tx.nacks, ack_drops=rx.ack_drops, accepted=rx.accepted,
             tx_drops={k: v for k, v in tx.drops.items() if v},
             rx_drops={k: v for k, v in rx.drops.items() if v},

@@ -55,7 +55,10 @@ class PacketRx(wiring.Component):
     in t + 5r); then the ACK and NACK of cycle t are queued, each if the queue (after that head
     left) has room, else dropped and counted in ``ack_drops``. The NACK rule's "no NACK has been
     sent for this value of base" counts a NACK from the moment it is queued (or dropped for
-    lack of room).
+    lack of room). A NACK for the same base again needs max(1, window / 2) packets accepted
+    since the last NACK: a counter, capped there, of the packets accepted (those of lower lanes
+    in the same cycle included) that restarts from 0 after each NACK. At most one NACK is
+    queued a cycle.
 
     **Done.** In the first cycle with base = T and no copy writing, ``done`` is high with
     ``done_message``; no message is in progress from the next cycle, and base keeps the value T
@@ -144,6 +147,8 @@ class PacketRx(wiring.Component):
         base_words = Signal(range(B + P + 1))           # base x P
         received = Signal(W)                            # bit s mod W: packet s received
         nack_valid, nack_base = Signal(), Signal(SEQ_BITS)
+        again = max(1, W // 2)                          # accepted packets before a new NACK
+        since = Signal(range(again + 1))                # accepted since the last NACK (capped)
         last_valid, last_id, last_total = Signal(), Signal(MESSAGE_BITS), Signal(SEQ_BITS)
         m.d.comb += self.busy.eq(active)
 
@@ -151,6 +156,7 @@ class PacketRx(wiring.Component):
         in_progress, started = active, Const(0, 1)
         cur_id, cur_len, cur_words = msg_id, msg_len, msg_words
         accepts, accept_seqs, nack_pushes = [], [], []
+        running = since        # accepted since the last NACK, lanes below this one included
         causes, ends = [], []
         start_any = Const(0, 1)
         queued = []            # per lane: (ack, ack item fields, nack, nack item fields)
@@ -234,10 +240,16 @@ class PacketRx(wiring.Component):
             m.d.comb += cumulative.eq(Mux(completed, last_total, base_now))
             nack = Signal(name=f"rx{l}_nack")
             if gap:
-                sent_before = ((~started & nack_valid & (nack_base == base_now))
-                               | Cat(Const(0, 1), *nack_pushes).any())
+                # Counting this packet; capped at `again`, all the rule compares it with.
+                count = Signal(range(again + 1), name=f"rx{l}_since")
+                m.d.comb += count.eq(Mux(running + ok >= again, again, running + ok))
+                sent_for_base = ~started & nack_valid & (nack_base == base_now)
+                nacked_below = Cat(Const(0, 1), *nack_pushes).any()     # one NACK a cycle
                 m.d.comb += nack.eq(ok & ~seen(base_now) & (seq - base_now >= gap)
-                                    & ~sent_before)
+                                    & ~nacked_below & (~sent_for_base | (count >= again)))
+                after = Signal(range(again + 1), name=f"rx{l}_since_after")
+                m.d.comb += after.eq(Mux(nack, 0, count))
+                running = after
             accepts.append(ok)
             accept_seqs.append(seq)
             nack_pushes.append(nack)
@@ -334,6 +346,8 @@ class PacketRx(wiring.Component):
         m.d.comb += marks.eq(reduce(operator.or_, (Mux(ok, bit(s), 0)
                                                    for ok, s in zip(accepts, accept_seqs))))
         nacked = Cat(Const(0, 1), *nack_pushes).any()
+        if gap:
+            m.d.sync += since.eq(running)
         with m.If(start_any):
             m.d.sync += [
                 active.eq(1), msg_id.eq(cur_id), msg_len.eq(cur_len), msg_words.eq(cur_words),

@@ -25,6 +25,33 @@ TX_COUNTERS = ("sent", "retransmits", "timeouts", "acks", "nacks")
 RX_COUNTERS = ("accepted", "acks", "nacks", "ack_drops")
 
 
+class Scripted:
+    """A channel that loses the packets whose entry index (0, 1, ..) is in ``drop`` before they
+    reach the wrapped :class:`emulator.channel.Channel` (words entering with valid low are
+    ignored)."""
+
+    def __init__(self, channel, drop=()):
+        self.inner, self.drop, self.index = channel, set(drop), 0
+
+    def step(self, valid=0, word=0, last=0):
+        keep = self.index not in self.drop
+        if valid and last:
+            self.index += 1
+        return self.inner.step(valid and keep, word, last)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def scripted(config, forward_drops=(), reverse_drops=()):
+    """Channels without faults, losing the listed packets of lane 0: a (forward, reverse)
+    pair of lists, as ``make_channels`` returns."""
+    forward, reverse = make_channels(config)
+    forward[0] = Scripted(forward[0], forward_drops)
+    reverse[0] = Scripted(reverse[0], reverse_drops)
+    return forward, reverse
+
+
 @dataclass
 class LinkRun:
     """What a run of the link did. ``trace``: (cycle, direction, lane, word, last) for every word
@@ -68,16 +95,19 @@ class LinkHarness:
         return self.run_messages([(words, src, message)], faults, seed, **kwargs)
 
     def run_messages(self, messages, faults=None, seed=0, *, start_cycle=0, max_cycles=20000,
-                     trace=False, tail=0):
+                     trace=False, tail=0, channels=None):
         """Send ``messages``, (words, src, message id) each, in order through channels with
         ``faults`` (``make_channels``: None, one FaultConfig, or one per lane): all the words
         are loaded into the source memory first (the regions must not overlap); the first
         command is offered in cycle ``start_cycle``, each next one in the cycle after the
         previous message ended (the sender done and the receiver done); a sender error ends
         the run. Then ``tail`` more cycles run, at most ``max_cycles`` cycles in all.
-        ``received``: the receive buffer's words of the last message."""
+        ``received``: the receive buffer's words of the last message. ``channels``: a (forward,
+        reverse) pair of lists of fresh channels to use instead (e.g. :func:`scripted`)."""
         tx, rx, lanes = self.tx, self.rx, self.config.lanes
-        forward, reverse = make_channels(self.config, faults, seed)
+        if channels is None:
+            channels = make_channels(self.config, faults, seed)
+        forward, reverse = channels
         messages = [([int(w) & 0xFFFFFFFF for w in words], src, message)
                     for words, src, message in messages]
         spans = sorted((src, src + len(words)) for words, src, _ in messages)

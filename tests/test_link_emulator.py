@@ -17,6 +17,8 @@ from emulator.link import LinkEmulator, LinkStalled, RxModel, TxModel
 from mesh.link import (LANE_WIDTHS, DropCause, Header, LinkConfig, PacketType, TxError,
                        ack_packet, build_packet, crc32, parse_packet)
 
+from link_harness import scripted
+
 DATA, ACK, NACK = PacketType.DATA, PacketType.ACK, PacketType.NACK
 
 
@@ -35,31 +37,6 @@ def one_packet_done(N, r, L):
     """The sender's done cycle for a lone packet of N words taken in cycle 1 (see
     test_one_packet_exact_cycles)."""
     return 6 + 2 * (N - 1) * r + 8 * r + 2 * L
-
-
-class Scripted:
-    """A channel that loses the packets whose entry index (0, 1, ..) is in ``drop`` before they
-    reach the wrapped :class:`Channel` (words entering with valid low are ignored)."""
-
-    def __init__(self, channel, drop=()):
-        self.inner, self.drop, self.index = channel, set(drop), 0
-
-    def step(self, valid=0, word=0, last=0):
-        keep = self.index not in self.drop
-        if valid and last:
-            self.index += 1
-        return self.inner.step(valid and keep, word, last)
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-
-def scripted(config, forward_drops=(), reverse_drops=()):
-    """Channels without faults, losing the listed packets of lane 0."""
-    forward, reverse = make_channels(config)
-    forward[0] = Scripted(forward[0], forward_drops)
-    reverse[0] = Scripted(reverse[0], reverse_drops)
-    return forward, reverse
 
 
 def check_delivered(result, data, T):
@@ -217,6 +194,52 @@ def test_nack_exact_cycles():
     assert (result.sent, result.retransmits, result.timeouts) == (3, 1, 0)
     assert (result.nacks_sent, result.nacks_received, result.acks_received) == (1, 1, 2)
     check_delivered(result, data, 2)
+
+
+def test_lost_retransmission_is_nacked_again_exact_cycles():
+    """One lane, 16 packets (p = 4, N = 9), r = 1, L = 3, window 16 (a NACK again after
+    max(1, 16 / 2) = 8 accepted packets), nack_gap 1, TO = 200 (the default: 2 x 3 +
+    17 x 9 + 5 x 5 + 16); packet 0 is lost, and so is its retransmission (forward packets 0
+    and 6). A packet taken in c has its last word at the receiver in c + 2N + L - 1 = c + 20.
+
+    Lane 0 takes packets 0 .. 5 in 1, 10, .., 46. As in test_nack_exact_cycles, packet 1
+    (taken in 10) is accepted in 30 and queues NACK(0): the count restarts from 0; the NACK
+    reaches the sender in 48 and entry 0 becomes RETX. Lane 0, free in 55, takes packet 0
+    again (lost; deadline 55 + 9 + 200 = 264), then packets 6, 7, .. in 64, 73, ... The
+    receiver accepts packets 2, 3, 4, 5 in 39, 48, 57, 66 and 6, 7, 8, 9 in 84, 93, 102, 111:
+    the eighth since the NACK, packet 9 in 111, base 0 still missing, queues ACK(9, 0) and
+    NACK(0, 0) again. Reverse lane: the ACK of 8 (queued 102) left in 103 (free in 108); ACK 9
+    taken in 112 (words 113..117), the NACK in 117 (words 118..122, ready 125): at the sender
+    in 129, entry 0 INFLIGHT becomes RETX (a NACK, not the timeout of 264). Lane 0 (packets 10
+    .. 13 taken in 100 .. 127) takes packet 0 a third time in 136 (words 137..145), accepted in
+    156; then packets 14, 15 (taken in 145, 154) in 165, 174.
+
+    Receiver: base 1 at the end of 157 .. 14 at the end of 170, 15 at the end of 171, 16 = T
+    at the end of 175 (packet 15 in 174); the copy of 15 writes in 175..178: done in 179.
+    Sender: ACK(0) queued in 156, taken in 157 (the reverse lane free since 153), at the sender
+    in 169: releases in 170 .. 183 (base 14); ACK(14) (queued 165) arrives in 178, base 15 at
+    the end of 184; ACK(15) (queued 174, taken 175) in 187: released in 188, done in 189.
+    """
+    config = cfg(window=16, nack_gap=1)
+    assert config.effective_timeout == 200
+    data = words_of(64)
+    emulator = LinkEmulator(config, channels=scripted(config, forward_drops=[0, 6]),
+                            trace=True)
+    result = emulator.send(data)
+    assert (result.done_cycle, result.rx_done_cycle) == (189, 179)
+    assert (result.sent, result.retransmits, result.timeouts) == (18, 2, 0)
+    assert (result.nacks_sent, result.nack_repeats, result.nacks_received) == (2, 1, 2)
+    check_delivered(result, data, 16)
+    firsts = {d: [] for d in ("forward", "reverse")}
+    fresh = {d: True for d in firsts}
+    for t, lane, d, word, last in emulator.trace:
+        if fresh[d]:
+            firsts[d].append((t, word))
+        fresh[d] = bool(last)
+    nacks = [t for t, word in firsts["reverse"] if word & 0xF == NACK]
+    assert nacks == [37, 118]
+    sends = [t for t, _ in firsts["forward"]]
+    assert sends[:7] == [2, 11, 20, 29, 38, 47, 56] and sends[15] == 137
 
 
 def test_lost_ack_is_covered_by_a_later_cumulative_ack():
@@ -596,6 +619,44 @@ def test_receiver_nack_once_per_base_and_queue_overflow():
     roomy.feed(data_packet(3, length=96))
     roomy.feed(data_packet(4, length=96))
     assert roomy.acks() == [(ACK, 3, 0, 5), (NACK, 0, 0, 5), (ACK, 4, 0, 5)]
+
+
+def test_receiver_nacks_again_after_half_a_window():
+    """Six lanes, window 8 (a NACK again after max(1, 8 / 2) = 4 accepted packets), nack_gap 1,
+    a message of 10 packets. Packets 1 .. 6 complete in the same cycle on lanes 0 .. 5:
+    lane 0's starts the message and queues NACK(0), the count restarts from 0; lanes 1 .. 4
+    bring it to 4, but a cycle has one NACK at most; lane 5's packet counts too (the count is
+    capped at 4). Packet 7, alone on lane 1, is the fourth since: NACK(0) again, on lane 1."""
+    bench = RxBench(lanes=6, window=8, nack_gap=1)
+    packets = [data_packet(s, length=160) for s in range(1, 7)]
+    for j in range(len(packets[0])):
+        bench.step([(1, p[j], int(j == len(p) - 1)) for p in packets])
+    for _ in range(30):
+        bench.step()
+    assert (bench.rx.accepted, bench.rx.nacks, bench.rx.nack_repeats) == (6, 1, 0)
+    assert bench.acks(0) == [(ACK, 1, 0, 5), (NACK, 0, 0, 5)]
+    assert [bench.acks(l) for l in range(1, 6)] == [[(ACK, s, 0, 5)] for s in range(2, 7)]
+    bench.feed(data_packet(7, length=160), lane=1)
+    assert (bench.rx.accepted, bench.rx.nacks, bench.rx.nack_repeats) == (7, 2, 1)
+    assert bench.acks(1)[1:] == [(ACK, 7, 0, 5), (NACK, 0, 0, 5)]
+
+
+def test_receiver_count_restarts_after_a_dropped_nack():
+    """Window 4 (again after 2), nack_gap 1, ack_queue 1: packet 1's NACK does not fit behind
+    its ACK and is dropped -- it counts as sent and restarts the count. Packet 2 is the first
+    since (no NACK), packet 3 the second: NACK(0) again (dropped too: a queue of one never has
+    room for a NACK behind its ACK). With a queue of two both NACKs go out."""
+    bench = RxBench(lanes=1, window=4, nack_gap=1, ack_queue=1)
+    bench.feed(data_packet(1, length=64), idle=0)
+    assert (bench.rx.nacks, bench.rx.ack_drops) == (0, 1)
+    bench.feed(data_packet(2, length=64))
+    bench.feed(data_packet(3, length=64))
+    assert (bench.rx.nacks, bench.rx.nack_repeats, bench.rx.ack_drops) == (0, 1, 2)
+    roomy = RxBench(lanes=1, window=4, nack_gap=1, ack_queue=2)
+    for s in (1, 2, 3):
+        roomy.feed(data_packet(s, length=64))
+    assert roomy.acks() == [(ACK, 1, 0, 5), (NACK, 0, 0, 5), (ACK, 2, 0, 5), (ACK, 3, 0, 5),
+                            (NACK, 0, 0, 5)]
 
 
 # The sender's commands and acknowledgement checks ------------------------------------------

@@ -18,14 +18,14 @@ from amaranth.hdl import Fragment, UnusedElaboratable
 
 import hdl
 from emulator.channel import FaultConfig
-from emulator.link import LinkEmulator
+from emulator.link import LinkEmulator, RxModel
 from hdl.crc32 import CRC32_INIT, Crc32Word, crc32_masks, crc32_step
 from hdl.packet_rx import PacketRx
 from hdl.packet_tx import PacketTx
 from mesh.link import (DropCause, Header, LinkConfig, PacketType, TxError, ack_packet,
                        build_packet, crc32)
 
-from link_harness import LinkHarness
+from link_harness import LinkHarness, scripted
 from sim_bench import Bench
 from verilator_lint import AMARANTH_WARNINGS, lint_warnings
 
@@ -452,6 +452,41 @@ def test_rx_drops_malformed_packets():
     assert buffer[:4] == words[:4] and buffer[4:] == [0] * 28
 
 
+def test_rx_nacks_again_after_half_a_window():
+    """Six lanes, window 8 (a NACK again after 4 accepted packets), nack_gap 1, a message of 10
+    packets (P = 4), on the RTL and on emulator.link.RxModel fed the same words: the same words
+    back, cycle for cycle. Packets 1 .. 6 complete in 10 on lanes 0 .. 5: lane 0's starts the
+    message and queues NACK(0) (reverse lane 0: its ACK in 12..16, the NACK in 17..21); the
+    count restarts and lanes 1 .. 5 bring it to 4 (capped), but a cycle has one NACK at most.
+    Packet 7 on lane 1, complete in 28, is the fourth since: NACK(0) again (reverse lane 1: ACK
+    in 30..34, NACK in 35..39)."""
+    config = LinkConfig(lanes=6, lane_width=32, latency=4, max_payload=4, window=8,
+                        nack_gap=1, ack_queue=2, buffer_words=64, source_words=16)
+    b = bench(("rx", config), lambda: Bench(PacketRx(config, RX_NODE, TX_NODE)))
+    rx = b.dut
+    words = words_of(40, 40)
+    p = [data_packet(s, words[4 * s:4 * s + 4], 160) for s in range(10)]
+    feeds = schedule([(l, 2, p[l + 1]) for l in range(6)] + [(1, 20, p[7])])
+    cycles = 50
+
+    async def job(ctx):
+        seen = await drive(ctx, rx.data_in, rx.ack_out, feeds, cycles)
+        return packets_of(seen), ctx.get(rx.nacks), ctx.get(rx.accepted)
+    acks, nacks, accepted = b.execute(job)
+
+    model, out = RxModel(config, RX_NODE, TX_NODE), []
+    for t in range(cycles):
+        slot = feeds.get(t, {})
+        words_in = [(1, *slot[l]) if l in slot else (0, 0, 0) for l in range(6)]
+        out += [(t, l, w, last) for l, (v, w, last) in enumerate(model.step(words_in)) if v]
+    assert acks == packets_of(out)
+    assert (nacks, accepted) == (model.nacks, model.accepted) == (2, 7)
+    assert model.nack_repeats == 1
+    assert [(lane, first) for lane, first, words in acks if words[0] & 0xF == NACK] == [
+        (0, 17), (1, 35)]
+    assert (1, 30, to_tx(ACK, 7, 0)) in acks and (1, 35, to_tx(NACK, 0, 0)) in acks
+
+
 # The pair through channels ---------------------------------------------------------------------
 
 def pair_config(lanes, lane_width, **kwargs):
@@ -523,13 +558,16 @@ def test_pair_sends_two_messages():
 
 # Lockstep with the emulator ------------------------------------------------------------------
 
-def lockstep(config, messages, faults, seed):
+def lockstep(config, messages, faults, seed, channels=None):
     """Run ``messages`` (words, src, id) on the RTL (:class:`LinkHarness`) and on
-    ``emulator.link.LinkEmulator`` with the same seeded channels; every word entering a channel
-    (both directions, every lane, its cycle), the done cycles, the errors, the counters and the
-    message received must be equal. Returns the RTL's run and the emulator."""
-    run = harness(config).run_messages(messages, faults, seed, trace=True)
-    emulator = LinkEmulator(config, faults, seed, TX_NODE, RX_NODE, trace=True)
+    ``emulator.link.LinkEmulator`` with the same seeded channels (or ``channels()``, a fresh
+    (forward, reverse) pair for each); every word entering a channel (both directions, every
+    lane, its cycle), the done cycles, the errors, the counters and the message received must
+    be equal. Returns the RTL's run and the emulator."""
+    run = harness(config).run_messages(messages, faults, seed, trace=True,
+                                       channels=channels and channels())
+    emulator = LinkEmulator(config, faults, seed, TX_NODE, RX_NODE, trace=True,
+                            channels=channels and channels())
     results = []
     for words, src, message in messages:
         results.append(emulator.send(words, src=src, message=message))
@@ -585,6 +623,40 @@ def test_lockstep_overlapping_copies():
     config = pair_config(1, 32, max_payload=16)
     run, emulator = lockstep(config, [(words_of(15, 34), 0, 3)], None, 0)
     assert emulator.rx.max_copies == [2]
+
+
+def test_lockstep_lost_retransmission_is_nacked_again():
+    """The scripted case of tests/test_link_emulator.py
+    (test_lost_retransmission_is_nacked_again_exact_cycles): one lane, window 16, nack_gap 1;
+    packet 0 and its retransmission are lost. The receiver accepts packet 1 in 30 and NACKs 0
+    (words on the reverse lane from 37); the eighth packet accepted since, packet 9 in 111,
+    NACKs it again (words from 118), long before the timeout (deadline 264): packet 0 leaves a
+    third time from 137; done in 189, the receiver's in 179."""
+    config = LinkConfig(lanes=1, lane_width=32, latency=3, max_payload=4, window=16,
+                        nack_gap=1, buffer_words=256, source_words=256)
+    run, emulator = lockstep(config, [(words_of(30, 64), 0, 4)], None, 0,
+                             channels=lambda: scripted(config, forward_drops=[0, 6]))
+    assert (run.tx_done, run.rx_done) == ([189], [179])
+    firsts, fresh = [], True
+    for t, direction, lane, word, last in run.trace:
+        if direction == "reverse":
+            if fresh:
+                firsts.append((t, word & 0xF))
+            fresh = bool(last)
+    assert [t for t, kind in firsts if kind == NACK] == [37, 118]
+    assert run.rx["nacks"] == 2 and emulator.rx.nack_repeats == 1
+    assert run.tx["retransmits"] == 2 and run.tx["timeouts"] == 0
+
+
+@pytest.mark.parametrize("lanes, lane_width, seed", [(4, 32, 3), (2, 16, 7)])
+def test_lockstep_five_percent_drop(lanes, lane_width, seed):
+    """5% of the packets lost both ways, window 16 (NACK again after 8 accepted): 96 words in
+    packets of 4, so the lost retransmissions are asked for again."""
+    config = pair_config(lanes, lane_width, max_payload=4, window=16, nack_gap=2,
+                         ack_queue=4, source_words=128, buffer_words=128)
+    run, emulator = lockstep(config, [(words_of(seed, 96), 0, 2)], FaultConfig(drop=0.05),
+                             seed)
+    assert emulator.rx.nack_repeats > 0 and run.tx["retransmits"] > 0
 
 
 @pytest.mark.parametrize("faults, limits, error", [
