@@ -67,7 +67,11 @@ Weights in the file: ``int.tok_emb`` (13 x 64), ``int.pos_emb`` (64 x 64), ``int
 ``wk``, ``wv``, ``wo`` (64 x 64), ``w1`` (64 x 128), ``w2`` (128 x 64), ``int.wout``
 (64 x 13): int8, laid out as ``x @ W``; the norms' gains are folded in (W' = diag(g) W before
 quantizing, so ``wq, wk, wv`` carry g1, ``w1`` g2 and ``wout`` the final gain). Weight scales
-are per tensor: max |W'| / 127. The float weights (float32, ``float.*``) are the float
+are per tensor: max |W'| / 127, values round(W' / scale) in -127 .. 127; the embeddings are
+round(E / s_x) clipped to -128 .. 127. The largest accumulator magnitudes are below 2^22
+(128 x 128 x 128 for g @ W2), the masked softmax differences below 2^21. ``scale.names`` /
+``scale.values`` record every float scale (``x``, ``l{l}.q`` .. ``l{l}.g``, ``w.*`` the
+weights'), for information only: the integer pipeline uses none of them. The float weights (float32, ``float.*``) are the float
 reference's.
 """
 
