@@ -11,28 +11,17 @@ credits of the same cycle.
 """
 
 from dataclasses import dataclass, fields
-from enum import IntEnum
 from typing import NamedTuple
 
 import numpy as np
 
 from mesh import MeshConfig, Port, Trap
+from mesh.delivery import DeliveryError, FIELD_BITS
 
 __all__ = ["DeliveryError", "DeliveryCommand", "DeliveryCommandError", "DeliveryModel",
            "DeliveryStep", "DeliveryRun", "check_command", "west_edge_indices", "run_delivery",
            "FIELD_BITS"]
 
-#: Widths of the command fields (the RTL's ``cmd`` members).
-FIELD_BITS = {"x0": 16, "y0": 16, "width": 16, "height": 16, "words": 16, "src": 32, "color": 5}
-
-
-class DeliveryError(IntEnum):
-    """The cause of a bad command (the RTL's ``error_cause``), in the order checked."""
-    NONE = 0
-    REGION = 1      # width or height 0, or the region reaches past the mesh
-    WORDS = 2       # words per tile 0
-    BUFFER = 3      # src + width x height x words past the receive buffer
-    COLOR = 4       # color >= colors
 
 
 class DeliveryCommandError(ValueError):

@@ -7,31 +7,19 @@ start of t), the command and the credits on the west links in t; every update la
 of t.
 """
 
-from enum import IntEnum
-
 from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from mesh import MeshConfig, color_bits
+from mesh.delivery import DeliveryError, FIELD_BITS
 
 from .link import LinkSignature
 
 __all__ = ["MeshDelivery", "DeliveryError", "CommandSignature", "ReadSignature", "FIELD_BITS",
            "CAUSE_BITS"]
 
-#: Widths of the command fields (as :data:`emulator.mesh_delivery.FIELD_BITS`).
-FIELD_BITS = {"x0": 16, "y0": 16, "width": 16, "height": 16, "words": 16, "src": 32, "color": 5}
 CAUSE_BITS = 3
-
-
-class DeliveryError(IntEnum):
-    """``error_cause`` values (section 12; the emulator's ``DeliveryError``)."""
-    NONE = 0
-    REGION = 1
-    WORDS = 2
-    BUFFER = 3
-    COLOR = 4
 
 
 class CommandSignature(wiring.Signature):
