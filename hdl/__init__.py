@@ -3,7 +3,8 @@ sections 5 and 6), :class:`Core`, :class:`Tile` and :class:`Mesh` (sections 9 an
 engine's :class:`SystolicArray` of :class:`ProcessingElement`, :class:`DmaEngine`,
 :class:`DramModel`, :class:`VectorEngine` and the whole :class:`PrefillEngine`
 (section 11); the packet link's :class:`PacketTx` and :class:`PacketRx` with their
-:class:`Crc32Word` (section 12)."""
+:class:`Crc32Word`, and the :class:`MeshDelivery` that streams a received message into the mesh
+(section 12)."""
 
 from .link import LinkSignature, RouteWriteSignature
 from .router import InputQueues, RoundRobinArbiter, Router
@@ -19,9 +20,10 @@ from .prefill import PrefillEngine
 from .crc32 import Crc32Word
 from .packet_tx import LaneSignature, PacketTx
 from .packet_rx import PacketRx
+from .mesh_delivery import MeshDelivery
 
 __all__ = ["LinkSignature", "RouteWriteSignature", "Router", "InputQueues", "RoundRobinArbiter",
            "Fabric", "verilog", "Core", "LoadSignature", "LoadTarget", "PeekSignature", "Tile",
            "Mesh", "mesh_verilog", "ProcessingElement", "SystolicArray", "DmaEngine",
            "DramModel", "VectorEngine", "VectorOp", "PrefillEngine", "Crc32Word", "LaneSignature",
-           "PacketTx", "PacketRx"]
+           "PacketTx", "PacketRx", "MeshDelivery"]
