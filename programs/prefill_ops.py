@@ -8,6 +8,12 @@ ceil(C / n) column tiles of M consecutive rows each, tile j holding columns j n 
 The vector engine does not check read-after-write hazards between back-to-back commands (a
 command sees row i of the one before only from 3 cycles after that row was read); the
 :class:`VectorStream` here inserts a filler command where a dependent one would come too early.
+
+The steps are emitters that append to a given :class:`VectorStream` at given row addresses
+(:func:`emit_mask_bias`, :func:`emit_softmax`, :func:`emit_attention_head`,
+:func:`emit_rmsnorm`; every ``*_tiles`` argument is a list of first rows, one per column tile of
+``rows`` rows), so that a larger program (:mod:`programs.prefill_compiler`) lays out its own
+memories; :func:`attention_head` and :func:`rmsnorm` are self-contained programs built on them.
 """
 
 from dataclasses import dataclass
@@ -19,7 +25,8 @@ from mesh.prefill import Command, Op, PrefillConfig, VectorOp
 from .integer_ops import (PROB_SHIFT, RECIP_SHIFT, RSQRT_SHIFT, as_int8, attention_reference,
                           mask_bias, rmsnorm_reference)
 
-__all__ = ["VectorStream", "AttentionProgram", "attention_head", "RmsNormProgram", "rmsnorm"]
+__all__ = ["VectorStream", "AttentionProgram", "attention_head", "RmsNormProgram", "rmsnorm",
+           "emit_mask_bias", "emit_softmax", "emit_attention_head", "emit_rmsnorm"]
 
 _HAZARD = 3               # a row written by command i is read safely 3 cycles after its read
 
@@ -34,16 +41,31 @@ class VectorStream:
     """Appends VECTOR commands to ``commands``, inserting a filler (ADD32 on ``scratch`` PSUM
     rows, at most 2 rows) in front of a command that would read a row too soon after an earlier
     back-to-back command wrote it. Any non-vector command in between resets the tracking: the
-    sequencer does not issue WEIGHTS, MATMUL, STORE or HALT while the vector engine is busy."""
+    sequencer does not issue WEIGHTS, MATMUL, STORE or HALT while the vector engine is busy.
+    A LOAD or WAIT does not wait for the vector engine: :meth:`passive` appends one and keeps the
+    tracking (such a command can only delay the next vector command, which is safe).
+
+    ``buffer``: the weight buffer of the next WEIGHTS/MATMUL pair (:meth:`next_buffer`
+    alternates it, so that consecutive weight tiles double-buffer)."""
 
     def __init__(self, commands, scratch):
         self.commands, self.scratch = commands, scratch
         self._recent = []            # (start, {(memory, row): write offset}) of recent commands
         self._cycle = 0              # the next vector command's start, in vector-engine cycles
+        self.buffer = 0
 
     def other(self, command):
         self.commands.append(command)
         self._recent, self._cycle = [], 0
+
+    def passive(self, command):
+        """Append a command that does not wait for the vector engine (DMA LOAD, WAIT)."""
+        self.commands.append(command)
+
+    def next_buffer(self):
+        """The weight buffer to use next (0, 1, 0, ...)."""
+        buffer, self.buffer = self.buffer, 1 - self.buffer
+        return buffer
 
     def _needed(self, reads):
         gap = 0
@@ -80,33 +102,105 @@ class VectorStream:
         self._cycle += rows
 
 
-def _softmax(stream, *, M, tiles, scores, mx, total, r, ones, out, multiplier, shift):
-    """Softmax over the ``tiles`` column tiles of M rows at PSUM row ``scores`` (masked already):
-    int8 probabilities to SBUF row ``out`` (same tiling). Uses the score rows as scratch, PSUM
-    rows ``mx``, ``total``, ``r`` (M each) and SBUF row ``ones`` (M rows of ones)."""
+def emit_softmax(stream, *, rows, scores, mx, total, r, ones, out, multiplier, shift):
+    """Softmax (:func:`~programs.integer_ops.softmax_reference`, the mask already added) over
+    the column tiles of ``rows`` rows at PSUM rows ``scores`` (a list of first rows): int8
+    probabilities to the SBUF tiles ``out`` (same count). Uses the score rows as scratch, PSUM
+    rows ``mx``, ``total``, ``r`` (``rows`` each) and SBUF rows ``ones`` (``rows`` rows of ones);
+    the exp table must be loaded (LOAD_TABLE)."""
     P = "psum"
-    for j in range(tiles):
-        rows_j = scores + j * M
-        stream.op(VectorOp.LANEMAX, rows=M, a=rows_j, b=mx, d=mx, acc=int(j > 0),
+    for j, rows_j in enumerate(scores):
+        stream.op(VectorOp.LANEMAX, rows=rows, a=rows_j, b=mx, d=mx, acc=int(j > 0),
                   reads=[(P, rows_j)] + ([(P, mx)] if j else []), writes=(P, mx))
-    for j in range(tiles):
-        rows_j = scores + j * M
-        stream.op(VectorOp.SUB32, rows=M, a=rows_j, b=mx, d=rows_j,
+    for j, (rows_j, out_j) in enumerate(zip(scores, out)):
+        stream.op(VectorOp.SUB32, rows=rows, a=rows_j, b=mx, d=rows_j,
                   reads=[(P, rows_j), (P, mx)], writes=(P, rows_j))
-        stream.op(VectorOp.REQUANT, rows=M, a=rows_j, d=out + j * M, multiplier=multiplier,
-                  shift=shift, reads=[(P, rows_j)], writes=("sbuf", out + j * M))
-        stream.op(VectorOp.LUT, rows=M, a=out + j * M, d=out + j * M,
-                  reads=[("sbuf", out + j * M)], writes=("sbuf", out + j * M))
-        stream.op(VectorOp.MULW, rows=M, a=out + j * M, b=ones, d=rows_j,
-                  reads=[("sbuf", out + j * M), ("sbuf", ones)], writes=(P, rows_j))
-        stream.op(VectorOp.LANESUM, rows=M, a=rows_j, b=total, d=total, acc=int(j > 0),
+        stream.op(VectorOp.REQUANT, rows=rows, a=rows_j, d=out_j, multiplier=multiplier,
+                  shift=shift, reads=[(P, rows_j)], writes=("sbuf", out_j))
+        stream.op(VectorOp.LUT, rows=rows, a=out_j, d=out_j,
+                  reads=[("sbuf", out_j)], writes=("sbuf", out_j))
+        stream.op(VectorOp.MULW, rows=rows, a=out_j, b=ones, d=rows_j,
+                  reads=[("sbuf", out_j), ("sbuf", ones)], writes=(P, rows_j))
+        stream.op(VectorOp.LANESUM, rows=rows, a=rows_j, b=total, d=total, acc=int(j > 0),
                   reads=[(P, rows_j)] + ([(P, total)] if j else []), writes=(P, total))
-    stream.op(VectorOp.RECIP, rows=M, a=total, d=r, shift=RECIP_SHIFT, reads=[(P, total)],
+    stream.op(VectorOp.RECIP, rows=rows, a=total, d=r, shift=RECIP_SHIFT, reads=[(P, total)],
               writes=(P, r))
-    for j in range(tiles):
-        rows_j = scores + j * M
-        stream.op(VectorOp.SCALE, rows=M, a=rows_j, b=r, d=out + j * M, shift=PROB_SHIFT,
-                  reads=[(P, rows_j), (P, r)], writes=("sbuf", out + j * M))
+    for rows_j, out_j in zip(scores, out):
+        stream.op(VectorOp.SCALE, rows=rows, a=rows_j, b=r, d=out_j, shift=PROB_SHIFT,
+                  reads=[(P, rows_j), (P, r)], writes=("sbuf", out_j))
+
+
+def emit_mask_bias(stream, *, rows, mask_tiles, big, bias_tiles, doublings):
+    """The mask bias in PSUM: per tile, MULW of the SBUF mask tile (-128 where masked, else 0)
+    by ``big`` (``rows`` SBUF rows of 127), then ``doublings`` ADD32 of the tile to itself, so
+    masked entries hold :func:`~programs.integer_ops.mask_bias` and the others 0."""
+    for mask_j, bias_j in zip(mask_tiles, bias_tiles):
+        stream.op(VectorOp.MULW, rows=rows, a=mask_j, b=big, d=bias_j,
+                  reads=[("sbuf", mask_j), ("sbuf", big)], writes=("psum", bias_j))
+        for _ in range(doublings):
+            stream.op(VectorOp.ADD32, rows=rows, a=bias_j, b=bias_j, d=bias_j,
+                      reads=[("psum", bias_j)], writes=("psum", bias_j))
+
+
+def emit_attention_head(stream, *, n, rows, q_tiles, k_tiles, v_tiles, bias_tiles, s_tiles,
+                        p_tiles, mx, total, r, ones, out_tiles, o_tiles, score_multiplier,
+                        score_shift, out_multiplier, out_shift):
+    """One attention head over ``rows`` tokens (queries and keys alike): Q, K, V in the SBUF
+    tiles ``q_tiles``, ``k_tiles``, ``v_tiles`` (one per n columns of the head dimension), the
+    mask bias in the PSUM tiles ``bias_tiles`` (one per n keys, :func:`emit_mask_bias`).
+
+    S = Q K^T into the PSUM tiles ``s_tiles`` (per key tile and head-dim tile a transposed
+    WEIGHTS of K's rows and a MATMUL of Q's rows, accumulating over the head dimension); S +
+    bias; :func:`emit_softmax` into the SBUF tiles ``p_tiles`` (``mx``, ``total``, ``r``,
+    ``ones`` as there); O = P V into the PSUM tiles ``out_tiles`` (per head-dim tile and key
+    tile, WEIGHTS of V's rows and a MATMUL of P's rows, accumulating over keys); O requantized
+    into the SBUF tiles ``o_tiles`` (which may be ``q_tiles``: Q is dead by then). The exp
+    table must be loaded."""
+    P_, S_ = "psum", "sbuf"
+    for j, s_j in enumerate(s_tiles):                     # S = Q K^T
+        keys = min(n, rows - j * n)
+        for kt, (q_t, k_t) in enumerate(zip(q_tiles, k_tiles)):
+            buffer = stream.next_buffer()
+            stream.other(Command(Op.WEIGHTS, buffer=buffer, transpose=1, a=k_t + j * n,
+                                 count=keys))
+            stream.other(Command(Op.MATMUL, buffer=buffer, a=q_t, b=s_j, count=rows,
+                                 acc=int(kt > 0)))
+    for s_j, bias_j in zip(s_tiles, bias_tiles):
+        stream.op(VectorOp.ADD32, rows=rows, a=s_j, b=bias_j, d=s_j,
+                  reads=[(P_, s_j), (P_, bias_j)], writes=(P_, s_j))
+    emit_softmax(stream, rows=rows, scores=s_tiles, mx=mx, total=total, r=r, ones=ones,
+                 out=p_tiles, multiplier=score_multiplier, shift=score_shift)
+    for v_t, out_t in zip(v_tiles, out_tiles):            # O = P V
+        for j, p_j in enumerate(p_tiles):
+            buffer = stream.next_buffer()
+            stream.other(Command(Op.WEIGHTS, buffer=buffer, a=v_t + j * n,
+                                 count=min(n, rows - j * n)))
+            stream.other(Command(Op.MATMUL, buffer=buffer, a=p_j, b=out_t, count=rows,
+                                 acc=int(j > 0)))
+    for out_t, o_t in zip(out_tiles, o_tiles):
+        stream.op(VectorOp.REQUANT, rows=rows, a=out_t, d=o_t, multiplier=out_multiplier,
+                  shift=out_shift, reads=[(P_, out_t)], writes=(S_, o_t))
+
+
+def emit_rmsnorm(stream, *, rows, x_tiles, y_tiles, w_tiles, ss, r, ones, shift):
+    """RMS norm (:func:`~programs.integer_ops.rmsnorm_reference`) of the int8 SBUF tiles
+    ``x_tiles`` (``rows`` rows each) into the SBUF tiles ``y_tiles``: MULW x by x into the PSUM
+    tiles ``w_tiles``, LANESUM over them into PSUM ``ss``, RSQRT into PSUM ``r``, MULW x by
+    ``ones`` (int8 to int32) and SCALE by the per-token factor."""
+    for x_j, w_j in zip(x_tiles, w_tiles):
+        stream.op(VectorOp.MULW, rows=rows, a=x_j, b=x_j, d=w_j,
+                  reads=[("sbuf", x_j)], writes=("psum", w_j))
+    for j, w_j in enumerate(w_tiles):
+        stream.op(VectorOp.LANESUM, rows=rows, a=w_j, b=ss, d=ss, acc=int(j > 0),
+                  reads=[("psum", w_j)] + ([("psum", ss)] if j else []),
+                  writes=("psum", ss))
+    stream.op(VectorOp.RSQRT, rows=rows, a=ss, d=r, shift=RSQRT_SHIFT,
+              reads=[("psum", ss)], writes=("psum", r))
+    for x_j, w_j, y_j in zip(x_tiles, w_tiles, y_tiles):
+        stream.op(VectorOp.MULW, rows=rows, a=x_j, b=ones, d=w_j,
+                  reads=[("sbuf", x_j), ("sbuf", ones)], writes=("psum", w_j))
+        stream.op(VectorOp.SCALE, rows=rows, a=w_j, b=r, d=y_j, shift=shift,
+                  reads=[("psum", w_j), ("psum", r)], writes=("sbuf", y_j))
 
 
 # Attention head ----------------------------------------------------------------------------------
@@ -203,41 +297,17 @@ def attention_head(config, Q, K, V, *, score_multiplier, score_shift, table, out
 
     commands = []
     stream = VectorStream(commands, scratch)
-    P_, S_ = "psum", "sbuf"
     stream.op(VectorOp.LOAD_TABLE, rows=1, a=table_row)
-    for j in range(Lt):                                   # the bias
-        rows_j = bias_row + j * M
-        stream.op(VectorOp.MULW, rows=M, a=mask_row + j * M, b=big_row, d=rows_j,
-                  reads=[(S_, mask_row + j * M), (S_, big_row)], writes=(P_, rows_j))
-        for _ in range(doublings):
-            stream.op(VectorOp.ADD32, rows=M, a=rows_j, b=rows_j, d=rows_j,
-                      reads=[(P_, rows_j)], writes=(P_, rows_j))
-    weights = 0
-    for j in range(Lt):                                   # S = Q K^T
-        keys = min(n, M - j * n)
-        for kt in range(Dt):
-            stream.other(Command(Op.WEIGHTS, buffer=weights % 2, transpose=1,
-                                 a=k_row + kt * M + j * n, count=keys))
-            stream.other(Command(Op.MATMUL, buffer=weights % 2, a=q_row + kt * M,
-                                 b=s_row + j * M, count=M, acc=int(kt > 0)))
-            weights += 1
-    for j in range(Lt):
-        rows_j = s_row + j * M
-        stream.op(VectorOp.ADD32, rows=M, a=rows_j, b=bias_row + j * M, d=rows_j,
-                  reads=[(P_, rows_j), (P_, bias_row + j * M)], writes=(P_, rows_j))
-    _softmax(stream, M=M, tiles=Lt, scores=s_row, mx=mx_row, total=total_row, r=r_row,
-             ones=ones_row, out=p_row, multiplier=score_multiplier, shift=score_shift)
-    for nt in range(Dt):                                  # O = P V
-        for j in range(Lt):
-            stream.other(Command(Op.WEIGHTS, buffer=weights % 2, a=v_row + nt * M + j * n,
-                                 count=min(n, M - j * n)))
-            stream.other(Command(Op.MATMUL, buffer=weights % 2, a=p_row + j * M,
-                                 b=out_row + nt * M, count=M, acc=int(j > 0)))
-            weights += 1
-    for nt in range(Dt):
-        stream.op(VectorOp.REQUANT, rows=M, a=out_row + nt * M, d=o_row + nt * M,
-                  multiplier=out_multiplier, shift=out_shift, reads=[(P_, out_row + nt * M)],
-                  writes=(S_, o_row + nt * M))
+    tiles = lambda first, count: [first + j * M for j in range(count)]
+    emit_mask_bias(stream, rows=M, mask_tiles=tiles(mask_row, Lt), big=big_row,
+                   bias_tiles=tiles(bias_row, Lt), doublings=doublings)
+    emit_attention_head(
+        stream, n=n, rows=M, q_tiles=tiles(q_row, Dt), k_tiles=tiles(k_row, Dt),
+        v_tiles=tiles(v_row, Dt), bias_tiles=tiles(bias_row, Lt), s_tiles=tiles(s_row, Lt),
+        p_tiles=tiles(p_row, Lt), mx=mx_row, total=total_row, r=r_row, ones=ones_row,
+        out_tiles=tiles(out_row, Dt), o_tiles=tiles(o_row, Dt),
+        score_multiplier=score_multiplier, score_shift=score_shift,
+        out_multiplier=out_multiplier, out_shift=out_shift)
     stream.other(Command(Op.HALT))
     if len(commands) > config.commands:
         raise ValueError(f"attention needs {len(commands)} commands; the command memory holds "
@@ -287,22 +357,10 @@ def rmsnorm(config, x, shift):
     sbuf[ones_row:y_row] = 1
     commands = []
     stream = VectorStream(commands, scratch)
-    for j in range(Dt):
-        stream.op(VectorOp.MULW, rows=M, a=x_row + j * M, b=x_row + j * M, d=w_row + j * M,
-                  reads=[("sbuf", x_row + j * M)], writes=("psum", w_row + j * M))
-    for j in range(Dt):
-        stream.op(VectorOp.LANESUM, rows=M, a=w_row + j * M, b=ss_row, d=ss_row, acc=int(j > 0),
-                  reads=[("psum", w_row + j * M)] + ([("psum", ss_row)] if j else []),
-                  writes=("psum", ss_row))
-    stream.op(VectorOp.RSQRT, rows=M, a=ss_row, d=r_row, shift=RSQRT_SHIFT,
-              reads=[("psum", ss_row)], writes=("psum", r_row))
-    for j in range(Dt):
-        stream.op(VectorOp.MULW, rows=M, a=x_row + j * M, b=ones_row, d=w_row + j * M,
-                  reads=[("sbuf", x_row + j * M), ("sbuf", ones_row)],
-                  writes=("psum", w_row + j * M))
-        stream.op(VectorOp.SCALE, rows=M, a=w_row + j * M, b=r_row, d=y_row + j * M,
-                  shift=shift, reads=[("psum", w_row + j * M), ("psum", r_row)],
-                  writes=("sbuf", y_row + j * M))
+    emit_rmsnorm(stream, rows=M, x_tiles=[x_row + j * M for j in range(Dt)],
+                 y_tiles=[y_row + j * M for j in range(Dt)],
+                 w_tiles=[w_row + j * M for j in range(Dt)], ss=ss_row, r=r_row,
+                 ones=ones_row, shift=shift)
     stream.other(Command(Op.HALT))
     return RmsNormProgram(config=config, M=M, d=d, sbuf=sbuf, commands=commands,
                           expected=rmsnorm_reference(x, shift), y_row=y_row)
