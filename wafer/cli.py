@@ -9,10 +9,13 @@
                         [--json [FILE]] [--quick]
     wafer bench fabric [--sizes ...] [--rtl-sizes ...] [--loads ...] [--cycles N] [--seed S]
                        [--json [FILE]] [--quick]
+    wafer bench link [--sizes 16K,256K,1M] [--lanes 1,2,4] [--drops 0,0.001,0.01,0.05]
+                     [--seeds 1,2,3,4] [--json [FILE]] [--plot FILE] [--quick]
 
 Mistakes in what was asked (a bad mesh shape, a load out of range, an assembly error) print one
 line and exit with status 2; a benchmark whose RTL and emulator results differ, and a program
-that traps, stops making progress or computes a wrong result, exit with status 1.
+that traps, stops making progress or computes a wrong result, and a link run that does not
+deliver its message byte for byte, exit with status 1.
 """
 
 import argparse
@@ -131,6 +134,30 @@ def _parser():
     fabric.add_argument("--quick", action="store_true",
                         help="a short sweep (8x8 emulator, 4x4 RTL, loads 0.1,0.5,1.0, "
                              "1000 cycles); explicit options still apply")
+    link = benchmarks.add_parser(
+        "link", help="packet link goodput and completion time against loss, lanes and size",
+        description="The packet link (EFA/SRD stand-in) on its emulator: goodput over the line "
+                    "rate and message completion cycles against the drop probability, the lane "
+                    "count and the message size, selective retransmission and the go-back-N "
+                    "baseline in the same run, several seeds per point; every message is "
+                    "checked byte for byte. Tables, a JSON report and a PNG plot.")
+    link.add_argument("--sizes", metavar="S,...",
+                      help="message sizes in bytes, K and M suffixes allowed (default: "
+                           "16K,256K,1M)")
+    link.add_argument("--lanes", metavar="L,...", help="lane counts, 1 to 8 (default: 1,2,4)")
+    link.add_argument("--drops", metavar="P,...",
+                      help="drop probabilities per packet, 0 to 1 (default: 0,0.001,0.01,0.05)")
+    link.add_argument("--seeds", metavar="S,...", help="channel seeds (default: 1,2,3,4)")
+    link.add_argument("--json", nargs="?", const="-", default="results/bench_link.json",
+                      metavar="FILE",
+                      help="write the JSON report to FILE (default: %(default)s); without "
+                           "FILE, print it to stdout instead of the tables")
+    link.add_argument("--plot", default="results/bench_link.png", metavar="FILE",
+                      help="write the goodput plot (PNG) to FILE; 'none' for no plot "
+                           "(default: %(default)s)")
+    link.add_argument("--quick", action="store_true",
+                      help="a short sweep (4K and 16K messages, 1 and 4 lanes, drop 0 and "
+                           "0.05, seeds 1 and 2); explicit options still apply")
     return parser
 
 
@@ -311,6 +338,60 @@ def _prefill_sweep(args):
     return sweep
 
 
+def _list(text, option, parse, what):
+    values = []
+    for part in text.split(","):
+        try:
+            values.append(parse(part.strip()))
+        except ValueError:
+            raise UsageError(f"{option}: {part.strip()!r} is not {what}") from None
+    return tuple(dict.fromkeys(values))         # in order, each once
+
+
+def _size(text):
+    scale = {"k": 1 << 10, "m": 1 << 20}.get(text[-1:].lower(), 1)
+    return int(text[:-1] if scale > 1 else text) * scale
+
+
+def _link_sweep(args):
+    from wafer.bench_link import QUICK, LinkSweep
+
+    values = dict(QUICK) if args.quick else {}
+    if args.sizes is not None:
+        values["sizes"] = _list(args.sizes, "--sizes", _size,
+                                "a size in bytes (e.g. 4096, 16K, 1M)")
+    if args.lanes is not None:
+        values["lanes"] = _list(args.lanes, "--lanes", int, "an integer")
+    if args.drops is not None:
+        values["drops"] = _list(args.drops, "--drops", float, "a probability")
+    if args.seeds is not None:
+        values["seeds"] = tuple(_integer(part.strip(), "--seeds", 0)
+                                for part in args.seeds.split(","))
+    sweep = LinkSweep(**values)
+    try:
+        sweep.check()
+    except ValueError as error:     # ConfigError too: lanes or a probability out of range
+        raise UsageError(str(error)) from None
+    return sweep
+
+
+def _bench_link(args):
+    from wafer.bench_link import LinkMismatch, plot_link, render_link, run_link_sweep
+
+    sweep = _link_sweep(args)
+    plot = None if args.plot.strip().lower() == "none" else args.plot
+
+    def run(progress):
+        report = run_link_sweep(sweep, progress)
+        if plot:
+            Path(plot).parent.mkdir(parents=True, exist_ok=True)
+            plot_link(report, plot)
+        report["plot"] = plot
+        return report
+    # Four drop columns of up to 30 characters (a failed run's note) after three key columns.
+    return _run_benchmark(args, run, render_link, (LinkMismatch,), width=150)
+
+
 def _bench_prefill(args):
     from wafer.bench_prefill import PrefillMismatch, render_prefill, run_prefill_sweep
 
@@ -346,6 +427,8 @@ def main(argv=None):
             status = _bench_gemv(args)
         elif args.benchmark == "prefill":
             status = _bench_prefill(args)
+        elif args.benchmark == "link":
+            status = _bench_link(args)
         else:
             status = _bench_fabric(args)
     except (UsageError, ConfigError) as error:
