@@ -365,8 +365,8 @@ def _link_sweep(args):
     if args.drops is not None:
         values["drops"] = _list(args.drops, "--drops", float, "a probability")
     if args.seeds is not None:
-        values["seeds"] = tuple(_integer(part.strip(), "--seeds", 0)
-                                for part in args.seeds.split(","))
+        values["seeds"] = tuple(dict.fromkeys(_integer(part.strip(), "--seeds", 0)
+                                              for part in args.seeds.split(",")))
     sweep = LinkSweep(**values)
     try:
         sweep.check()
