@@ -1,0 +1,331 @@
+"""Where everything of a decode step lives on a W x H mesh: the geometry of the tiling, every
+core's SRAM map, the colors, and the refusal of configurations that do not fit.
+
+The tiling (H rows j = 0..H-1 north to south, W columns i = 0..W-1 west to east):
+
+* **C-layout** (a d_model vector on the south row): core (i, H-1) holds elements
+  i*d/W .. (i+1)*d/W - 1. The residual stream x, the RMS norms and the embeddings live here.
+* **R-layout** (a vector on the east column): core (W-1, j) holds row slice j (d/H elements of
+  a d_model vector, d_ff/H of a d_ff one, ceil(V/H) logits).
+* **GEMV type A** (C -> R: W_qkv, W1, W_out): the input goes up every column from the south row
+  (color UP), core (i, j) holds the block W^T[row slice j, column slice i] (int8, four per word),
+  and the partial sums run east along every row (colors ROW0/ROW1, fused into the dot-product
+  loop), ending on the east column.
+* **GEMV type B** (R -> C: W_o, W2): the input goes west along every row from the east column
+  (color WEST), core (i, j) holds W^T[column slice i, row slice j], and the partial sums run
+  south along every column (COL0/COL1), ending on the south row.
+* **Attention**: row j owns dims slice j of q, k, v (n_heads / H whole heads, or 1 / g of a head
+  when g = H / n_heads rows share one head); position p of the KV cache lives on column p mod W
+  (local slot p div W): K as packed int8 rows (slot x d/H), V transposed (dim x slot, four slots
+  per word) for ``vdot4`` against the packed probabilities. Softmax max and sum are row
+  all-reduces (east, then back WEST); g > 1 rows of a head add their partial scores down the
+  column (COL0/COL1) and share them back north (GROUP_UP).
+"""
+
+from dataclasses import dataclass, field
+from math import ceil
+
+from mesh import MeshConfig
+
+__all__ = ["PlacementError", "Geometry", "CorePlan", "Plan", "COLORS", "LAYER_CONSTS",
+           "STATE_WORDS", "plan"]
+
+# Colors (fixed): every color has one route per tile, used in every phase.
+COLORS = {"ROW0": 0, "ROW1": 1, "COL0": 2, "COL1": 3, "UP": 4, "WEST": 5, "GROUP_UP": 6}
+
+# Per-layer requantize multipliers and norm pre-shifts, in each layer block's constant area.
+LAYER_CONSTS = ("q", "k", "v", "score", "o", "attn", "up", "down", "ns1", "ns2")
+# Step state, at the start of every core's SRAM (host-written before a run).
+STATE_WORDS = ("steps", "token", "pos", "phase", "nloc", "own", "nk", "n4", "nw", "end", "outn",
+               "ss")
+
+EXP_ENTRIES = 129          # the exp table's entries 0..128 (index q + 128, q in -128..0)
+
+
+class PlacementError(ValueError):
+    """A model that does not fit (or does not tile onto) the mesh; the message says why and by
+    how much."""
+
+
+@dataclass(frozen=True)
+class Geometry:
+    W: int
+    H: int
+    d: int
+    n_heads: int
+    dh: int
+    f: int
+    L: int
+    V: int
+    C: int
+
+    @classmethod
+    def of(cls, dims, config):
+        return cls(config.width, config.height, dims.d_model, dims.n_heads, dims.d_head,
+                   dims.d_ff, dims.n_layers, dims.vocab, dims.context)
+
+    # slices
+    @property
+    def cd(self): return self.d // self.W
+    @property
+    def cdw(self): return self.cd // 4
+    @property
+    def rd(self): return self.d // self.H
+    @property
+    def rdw(self): return self.rd // 4
+    @property
+    def fr(self): return self.f // self.H
+    @property
+    def frw(self): return self.fr // 4
+    # attention
+    @property
+    def g(self): return max(1, self.H // self.n_heads)          # rows per head
+    @property
+    def hl(self): return max(1, self.n_heads // self.H)         # heads per row
+    @property
+    def hd(self): return min(self.dh, self.rd)                   # dims of a local head
+    @property
+    def hw(self): return self.hd // 4
+    @property
+    def ml(self): return ceil(self.C / self.W)                   # KV slots per core
+    @property
+    def vtw(self): return ceil(self.ml / 4)
+    @property
+    def ml4(self): return 4 * self.vtw
+    # vocabulary
+    @property
+    def vr(self): return ceil(self.V / self.H)
+
+    def vn(self, j):
+        return max(0, min(self.V, (j + 1) * self.vr) - j * self.vr)
+
+    @property
+    def key_bits(self):
+        return max(1, (self.V - 1).bit_length())
+
+    def problems(self, config):
+        """Why this model does not tile onto this mesh (empty: it does)."""
+        W, H, d, f = self.W, self.H, self.d, self.f
+        found = []
+        if d % (4 * W):
+            found.append(f"d_model {d} does not split into {W} columns of whole words "
+                         f"(it must be a multiple of 4 x width = {4 * W})")
+        if d % (4 * H):
+            found.append(f"d_model {d} does not split into {H} rows of whole words "
+                         f"(it must be a multiple of 4 x height = {4 * H})")
+        if f % (4 * H):
+            found.append(f"d_ff {f} does not split into {H} rows of whole words "
+                         f"(it must be a multiple of 4 x height = {4 * H})")
+        if H <= self.n_heads:
+            if self.n_heads % H:
+                found.append(f"{self.n_heads} heads do not split evenly over {H} rows")
+        elif H % self.n_heads:
+            found.append(f"{H} rows do not split evenly over {self.n_heads} heads")
+        need = 7 if self.g > 1 else 6
+        if config.colors < need:
+            found.append(f"the mapping needs {need} colors, the mesh has {config.colors}")
+        b = self.key_bits
+        if d * 128 * 127 * (1 << b) + (1 << b) >= 1 << 31:
+            found.append(f"logits of d_model {d} with a {self.V}-token vocabulary do not fit "
+                         f"the argmax key (logit x 2^{b} + index in 32 bits)")
+        return found
+
+
+@dataclass
+class Region:
+    name: str
+    address: int
+    words: int
+    category: str
+
+
+@dataclass
+class CorePlan:
+    """One core's SRAM map: global regions, then ``layers`` blocks of identical layout."""
+    x: int
+    y: int
+    regions: dict = field(default_factory=dict)      # global: name -> Region
+    block: dict = field(default_factory=dict)        # per layer: name -> Region (offsets)
+    block_base: int = 0
+    block_words: int = 0
+    layers: int = 0
+    total: int = 0
+
+    def addr(self, name, layer=None):
+        if layer is None:
+            return self.regions[name].address
+        return self.block_base + layer * self.block_words + self.block[name].address
+
+    def size(self, name):
+        return (self.block.get(name) or self.regions[name]).words
+
+    def by_category(self):
+        out = {}
+        for r in self.regions.values():
+            out[r.category] = out.get(r.category, 0) + r.words
+        for r in self.block.values():
+            out[r.category] = out.get(r.category, 0) + r.words * self.layers
+        return out
+
+
+class _Alloc:
+    def __init__(self, target, start=0):
+        self.target, self.next = target, start
+
+    def __call__(self, name, words, category):
+        if words > 0:
+            self.target[name] = Region(name, self.next, int(words), category)
+            self.next += int(words)
+
+
+def _core_plan(geo, x, y):
+    W, H = geo.W, geo.H
+    east, south = x == W - 1, y == H - 1
+    cp = CorePlan(x, y, layers=geo.L)
+    a = _Alloc(cp.regions)
+    for name in STATE_WORDS:
+        a(name, 1, "state")
+    a("exp", EXP_ENTRIES, "tables")
+    a("wout", geo.vn(y) * geo.cdw, "weights")
+    if not south:
+        a("xin_f", geo.cdw, "buffers")
+    if east:
+        a("recip", 128, "tables")
+        a("logits", geo.vr, "buffers")
+        a("idxc", geo.vr, "tables")
+        a("argt", geo.vr, "buffers")
+        if south:
+            a("rsqrt", 256, "tables")
+            a("out", geo.C, "buffers")
+    if south:
+        a("tok_emb", geo.V * geo.cdw, "embeddings")
+        a("pos_emb", geo.C * geo.cdw, "embeddings")
+        for name, words in (("xp", geo.cdw), ("ut", geo.cdw), ("x0", geo.cd), ("xcur", geo.cd),
+                            ("hf", geo.cd), ("hpf", geo.cdw)):
+            a(name, words, "buffers")
+    cp.block_base = a.next
+    b = _Alloc(cp.block)
+    b("wqkv", 3 * geo.rd * geo.cdw, "weights")
+    b("wo", geo.cd * geo.rdw, "weights")
+    b("w1", geo.fr * geo.cdw, "weights")
+    b("w2", geo.cd * geo.frw, "weights")
+    b("k", geo.ml * geo.rdw, "kv")
+    b("vt", geo.rd * geo.vtw, "kv")
+    b("consts", len(LAYER_CONSTS), "consts")
+    b("qkvb", 2 * geo.rdw + geo.rd, "buffers")
+    if not south:
+        b("xin", geo.cdw, "buffers")
+    if not east:
+        b("yin", max(geo.rdw, geo.frw), "buffers")
+    for name, words in (("s", geo.hl * geo.ml), ("e", geo.hl * geo.ml4), ("t", geo.ml4),
+                        ("pp", geo.vtw), ("maxv", geo.hl), ("sumv", geo.hl), ("op", geo.rd)):
+        b(name, words, "buffers")
+    if east:
+        for name, words in (("qkvacc", 3 * geo.rd), ("q32", geo.rd), ("k32", geo.rd),
+                            ("osum", geo.rd), ("o32", geo.rd), ("opk", geo.rdw),
+                            ("uacc", geo.fr), ("u32", geo.fr), ("g32", geo.fr),
+                            ("gpk", geo.frw)):
+            b(name, words, "buffers")
+        b("gelu", 256, "tables")
+    if south:
+        for name, words in (("hp1", geo.cdw), ("h1", geo.cd), ("aacc", geo.cd), ("a32", geo.cd),
+                            ("x1", geo.cd), ("hp2", geo.cdw), ("h2", geo.cd), ("facc", geo.cd),
+                            ("f32", geo.cd), ("x2", geo.cd)):
+            b(name, words, "buffers")
+    cp.block_words = b.next
+    cp.total = cp.block_base + geo.L * cp.block_words
+    return cp
+
+
+_BIG = {"wqkv": "W_qkv block", "wo": "W_o block", "w1": "W1 block", "w2": "W2 block",
+        "k": "K cache", "vt": "V cache", "tok_emb": "token embeddings",
+        "pos_emb": "position embeddings", "wout": "W_out block", "gelu": "GELU table"}
+
+
+@dataclass
+class Plan:
+    geometry: Geometry
+    config: MeshConfig
+    cores: dict          # (x, y) -> CorePlan
+
+    @property
+    def max_words(self):
+        return max(cp.total for cp in self.cores.values())
+
+    @property
+    def worst(self):
+        return max(self.cores.values(), key=lambda cp: (cp.total, -cp.y, -cp.x))
+
+    def report(self, code_sizes=None):
+        """A readable placement report: per core its SRAM use by category (and code size)."""
+        geo, cfg = self.geometry, self.config
+        lines = [f"{cfg.shape} mesh, SRAM {cfg.sram_words} words per core; model d={geo.d} "
+                 f"heads={geo.n_heads}x{geo.dh} d_ff={geo.f} layers={geo.L} vocab={geo.V} "
+                 f"context={geo.C}",
+                 f"  C-layout {geo.W} x {geo.cd}, R-layout {geo.H} x {geo.rd} (d_ff {geo.fr}); "
+                 f"{geo.hl} head(s) per row, {geo.g} row(s) per head; KV slots per core "
+                 f"{geo.ml} (position p on column p mod {geo.W})"]
+        cats = ("weights", "kv", "embeddings", "tables", "consts", "buffers", "state")
+        lines.append("  core    " + " ".join(f"{c:>10}" for c in cats) + "      total"
+                     + ("   code" if code_sizes else ""))
+        for (x, y), cp in sorted(self.cores.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+            by = cp.by_category()
+            line = f"  ({x},{y})".ljust(10) + " ".join(f"{by.get(c, 0):>10}" for c in cats) \
+                + f" {cp.total:>10}"
+            if code_sizes:
+                line += f" {code_sizes[(x, y)]:>6}"
+            lines.append(line)
+        w = self.worst
+        lines.append(f"  max {self.max_words} words on core ({w.x},{w.y}) of {cfg.sram_words} "
+                     f"({100 * self.max_words / cfg.sram_words:.1f}%)")
+        return "\n".join(lines)
+
+
+def _geometry_problems(dims, config):
+    return Geometry.of(dims, config).problems(config)
+
+
+def _fits(dims, config):
+    if _geometry_problems(dims, config):
+        return False
+    geo = Geometry.of(dims, config)
+    return all(_core_plan(geo, x, y).total <= config.sram_words
+               for y in range(config.height) for x in range(config.width))
+
+
+def _suggestion(dims, config):
+    for k in range(1, 17):
+        try:
+            cfg = MeshConfig(k, k, colors=config.colors, buffer_depth=config.buffer_depth,
+                             sram_words=config.sram_words, imem_words=config.imem_words)
+        except Exception:
+            continue
+        if _fits(dims, cfg):
+            return f"a {k}x{k} mesh or larger fits"
+    return "no square mesh up to 16x16 fits"
+
+
+def plan(dims, config):
+    """The :class:`Plan` of ``dims`` (a :class:`ModelDims`) on ``config``, or a
+    :class:`PlacementError` saying what does not fit and by how much."""
+    geo = Geometry.of(dims, config)
+    problems = geo.problems(config)
+    if problems:
+        raise PlacementError(f"the model does not tile onto the {config.shape} mesh: "
+                             + "; ".join(problems))
+    cores = {(x, y): _core_plan(geo, x, y)
+             for y in range(config.height) for x in range(config.width)}
+    p = Plan(geo, config, cores)
+    w = p.worst
+    if w.total > config.sram_words:
+        items = [(r.words * (geo.L if name in w.block else 1),
+                  (f"{geo.L} x " if name in w.block and geo.L > 1 else "")
+                  + f"{_BIG.get(name, name)} {r.words:,}")
+                 for name, r in list(w.block.items()) + list(w.regions.items())]
+        items.sort(reverse=True)
+        big = ", ".join(text for _, text in items[:4])
+        raise PlacementError(
+            f"core ({w.x}, {w.y}) of the {config.shape} mesh needs {w.total:,} SRAM words "
+            f"(largest: {big}); {config.sram_words:,} available: "
+            f"{w.total - config.sram_words:,} short; {_suggestion(dims, config)}")
+    return p
