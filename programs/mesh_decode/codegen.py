@@ -26,7 +26,7 @@ from programs.integer_ops import PROB_SHIFT, RECIP_SHIFT, RSQRT_SHIFT
 
 from .plan import COLORS, LAYER_CONSTS
 
-__all__ = ["CoreGen", "add_routes"]
+__all__ = ["CoreGen", "add_routes", "gemv_form"]
 
 ROW = (COLORS["ROW0"], COLORS["ROW1"])
 COL = (COLORS["COL0"], COLORS["COL1"])
@@ -35,6 +35,15 @@ RL, RCOUNT, RLINK = 15, 14, 12
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 assert RECIP_SHIFT == 30 and RSQRT_SHIFT == 30    # the subroutines need no saturation then
+
+
+def gemv_form(n_out, kw):
+    """The cheaper way for one core to compute n_out dot products of kw packed words: "row"
+    (a vdot4.sum per output: n_out x (kw + 6) cycles) or "col" (a vdot4 and a vadd per input
+    word over all outputs: about (2 kw - 1) x n_out + 6 kw)."""
+    row = n_out * (kw + 6)
+    col = (n_out + 3) + (kw - 1) * (2 * n_out + 7)
+    return "col" if col < row else "row"
 
 
 def add_routes(routes, geo):
@@ -184,8 +193,36 @@ class CoreGen:
     # Building blocks ------------------------------------------------------------------------------
 
     def row_allreduce(self, buf, n, op, east_fn=None):
-        """Every core of this row ends with the element-wise op (vadd / vmax) of ``buf`` (n
-        words) over the row; ``east_fn`` runs on the east core in between (it may change buf)."""
+        """Every core of this row ends with the element-wise op ("vadd" / "vmax") of ``buf``
+        (n words) over the row; ``east_fn`` runs on the east core in between (it may change
+        buf). Up to 4 words go word by word through registers (a hop costs a few cycles), more
+        as vector streams."""
+        e, c, W, i = self.e, self.c, self.geo.W, self.i
+        if n > 4:
+            return self._row_allreduce_vector(buf, n, op, east_fn)
+        sop = c.add if op == "vadd" else c.max
+        if W > 1:
+            for k in range(n):
+                self.ld(1, buf, k)
+                if i > 0:
+                    c.recv(2, 0, self.rowc(i - 1))
+                    sop(1, 1, 2)
+                if i < W - 1:
+                    c.send(1, 0, self.rowc(i))
+                else:
+                    self.st(1, buf, k)
+        if self.east and east_fn is not None:
+            east_fn()
+        if W > 1:
+            for k in range(n):
+                if self.east:
+                    self.ld(1, buf, k)
+                    c.send(1, 0, WEST)
+                else:
+                    c.recv(1, 0, WEST)
+                    self.st(1, buf, k)
+
+    def _row_allreduce_vector(self, buf, n, op, east_fn):
         e, c, W, i = self.e, self.c, self.geo.W, self.i
         vop = getattr(c, op)
         if W > 1:
@@ -215,30 +252,39 @@ class CoreGen:
                 e.mem(2, self.A(buf), n)
                 c.vmov(2, 0)
 
-    def row_reduce(self, buf, n, out):
-        """The sum over the row of ``buf`` (n words) into ``out`` on the east core."""
-        e, c, W, i = self.e, self.c, self.geo.W, self.i
-        if W == 1:
-            e.mem(0, self.A(buf), n)
-            e.mem(2, self.A(out), n)
-            c.vmov(2, 0)
+    def chain_sum(self, buf, n, out, recv, send):
+        """A streaming reduction: ``buf`` (n words) plus what arrives on ``recv`` goes on to
+        ``send``; the last core (send None) stores the sum at ``out``."""
+        e, c = self.e, self.c
+        if n == 0 or (recv is None and send is None):
             return
         e.mem(0, self.A(buf), n)
-        if i == 0:
-            e.fout(2, self.rowc(i), n)
+        if recv is None:
+            e.fout(2, send, n)
             c.vmov(2, 0)
             return
-        e.fin(1, self.rowc(i - 1), n)
-        if i < W - 1:
-            e.fout(2, self.rowc(i), n)
+        e.fin(1, recv, n)
+        if send is not None:
+            e.fout(2, send, n)
         else:
             e.mem(2, self.A(out), n)
         c.vadd(2, 1, 0)
 
+    def row_reduce(self, buf, n, out):
+        """The sum over the row of ``buf`` (n words) into ``out`` on the east core."""
+        W, i = self.geo.W, self.i
+        if W == 1:
+            self.e.mem(0, self.A(buf), n)
+            self.e.mem(2, self.A(out), n)
+            self.c.vmov(2, 0)
+            return
+        self.chain_sum(buf, n, out, self.rowc(i - 1) if i > 0 else None,
+                       self.rowc(i) if i < W - 1 else None)
+
     def gemv_a(self, src, recv_buf, n_out, block, out):
-        """Type A: the packed input ``src`` of the south row goes up every column; partial
-        sums of the n_out outputs of this row run east, fused into the dot-product loop; the
-        east core stores them at ``out``."""
+        """Type A: the packed input ``src`` of the south row goes up every column; each core
+        computes the partial sums of this row's n_out outputs over its column slice; they are
+        summed on their way east; the east core stores them at ``out``."""
         e, c, geo, i = self.e, self.c, self.geo, self.i
         kw = geo.cdw
         xaddr = self.A(src) if self.south else self.A(recv_buf)
@@ -250,13 +296,16 @@ class CoreGen:
                 e.fin(0, UP, kw)
                 e.mem(2, xaddr, kw)
             c.vmov(2, 0)
-        self._fused_loop(n_out, block, xaddr, kw, out,
-                         recv=self.rowc(i - 1) if i > 0 else None,
-                         send=self.rowc(i) if i < geo.W - 1 else None)
+        recv = self.rowc(i - 1) if i > 0 else None
+        send = self.rowc(i) if i < geo.W - 1 else None
+        self.partials(n_out, block, xaddr, kw, out if recv is None and send is None else
+                      (out if send is None else "gp"))
+        self.chain_sum("gp" if send is not None else out, n_out, out, recv, send)
 
     def gemv_b(self, src, n_out, block, out):
         """Type B: the packed input ``src`` of the east core goes west along the row; partial
-        sums of this column's n_out outputs run south; the south core stores them."""
+        sums of this column's n_out outputs are summed on their way south; the south core
+        stores them."""
         e, c, geo, j = self.e, self.c, self.geo, self.j
         kw = {"opk": geo.rdw, "gpk": geo.frw}[src]
         xaddr = self.A(src) if self.east else self.A("yin")
@@ -268,32 +317,53 @@ class CoreGen:
                 e.fin(0, WEST, kw)
                 e.mem(2, xaddr, kw)
             c.vmov(2, 0)
-        self._fused_loop(n_out, block, xaddr, kw, out,
-                         recv=self.colc(j - 1) if j > 0 else None,
-                         send=self.colc(j) if j < geo.H - 1 else None)
+        recv = self.colc(j - 1) if j > 0 else None
+        send = self.colc(j) if j < geo.H - 1 else None
+        self.partials(n_out, block, xaddr, kw, out if send is None else "gp")
+        self.chain_sum("gp" if send is not None else out, n_out, out, recv, send)
 
-    def _fused_loop(self, n_out, block, xaddr, kw, out, recv, send):
+    def partials(self, n_out, block, xaddr, kw, dest):
+        """dest[o] = sum over the kw words w of dot4(block[o][w], x[w]) for o < n_out, in the
+        form :func:`gemv_form` picks: "row" (one vdot4.sum per output) or "col" (one vdot4 per
+        input word over all outputs, x[w] repeated by a stride-0 operand, then vadd)."""
         e, c = self.e, self.c
         if n_out == 0:
             return
-        e.mem(0, self.A(block), kw)
-        e.mem(1, xaddr, kw)
-        c.li(3, n_out)
-        if send is None:
-            self.la(2, out)
-        top = e.new_label("dot")
-        e.label(top)
-        if recv is not None:
-            c.recv(1, 0, recv)
-        c.vdot4(1, 0, 1, reduce="sum", acc=recv is not None)
-        if send is not None:
-            c.send(1, 0, send)
-        else:
+        if gemv_form(n_out, kw) == "row":
+            e.mem(0, self.A(block), kw)
+            e.mem(1, xaddr, kw)
+            c.li(3, n_out)
+            self.la(2, dest)
+            top = e.new_label("dot")
+            e.label(top)
+            c.vdot4(1, 0, 1, reduce="sum")
             c.st(1, 0, 2)
             c.addi(2, 2, 1)
-        c.dadv(0, 0, kw)
-        e.advanced(0)
-        c.dbnz(3, top)
+            c.dadv(0, 0, kw)
+            e.advanced(0)
+            c.dbnz(3, top)
+            return
+        e.mem(0, self.A(block), n_out)
+        e.mem(1, xaddr, n_out, stride=0)
+        e.mem(2, self.A(dest), n_out)
+        c.vdot4(2, 0, 1)
+        if kw == 1:
+            return
+        e.mem(3, self.A("gt"), n_out)
+        unroll = kw <= 8
+        if not unroll:
+            c.li(3, kw - 1)
+            top = e.new_label("col")
+            e.label(top)
+        for _ in range(kw - 1 if unroll else 1):
+            c.dadv(0, 0, n_out)
+            c.dadv(1, 0, 1)
+            e.advanced(0)
+            e.advanced(1)
+            c.vdot4(3, 0, 1)
+            c.vadd(2, 2, 3)
+        if not unroll:
+            c.dbnz(3, top)
 
     def call(self, name):
         self.c.jal(RLINK, name)

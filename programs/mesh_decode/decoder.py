@@ -14,7 +14,7 @@ from mesh.builder import MeshBuilder
 from mesh.numerics import RECIP_TABLE, RSQRT_TABLE
 from programs.kernels import pack_int8
 
-from .codegen import CoreGen, add_routes
+from .codegen import CoreGen, add_routes, gemv_form
 from .model import ModelDims
 from .plan import EXP_ENTRIES, LAYER_CONSTS, PlacementError, plan
 
@@ -30,6 +30,15 @@ TENSORS = {"x0": ("C", "x0"), "h1": ("C", "h1"), "q": ("R", "q32"), "k": ("R", "
 
 PHASES = ("embed", "norm", "gemv", "qkv", "attention", "softmax", "elementwise", "argmax",
           "state")
+
+
+def _block(matrix):
+    """A core's GEMV block: rows of ``matrix`` (outputs) packed four int8 per word, laid out as
+    the program's form reads them (output-major for "row", word-major for "col")."""
+    words = pack_int8(matrix)
+    if gemv_form(*words.shape) == "col":
+        words = words.T
+    return words.reshape(-1)
 
 
 def _words(values):
@@ -127,7 +136,7 @@ class MeshDecoder:
         vn = geo.vn(y)
         if vn:
             v0 = y * geo.vr
-            put("wout", pack_int8(m.wout.T[v0:v0 + vn, cs]).reshape(-1))
+            put("wout", _block(m.wout.T[v0:v0 + vn, cs]))
         if east:
             put("recip", RECIP_TABLE)
             if vn:
@@ -140,10 +149,10 @@ class MeshDecoder:
             put("pos_emb", pack_int8(m.pos_emb[:, cs]).reshape(-1))
         for l, Wl in enumerate(m.layers):
             qkv = np.concatenate([Wl["wq"].T[rs, cs], Wl["wk"].T[rs, cs], Wl["wv"].T[rs, cs]])
-            put("wqkv", pack_int8(qkv).reshape(-1), l)
-            put("wo", pack_int8(Wl["wo"].T[cs, rs]).reshape(-1), l)
-            put("w1", pack_int8(Wl["w1"].T[fs, cs]).reshape(-1), l)
-            put("w2", pack_int8(Wl["w2"].T[cs, fs]).reshape(-1), l)
+            put("wqkv", _block(qkv), l)
+            put("wo", _block(Wl["wo"].T[cs, rs]), l)
+            put("w1", _block(Wl["w1"].T[fs, cs]), l)
+            put("w2", _block(Wl["w2"].T[cs, fs]), l)
             put("consts", self.consts[l], l)
             if east:
                 put("gelu", np.asarray(m.gelu_table[l], dtype=np.int64), l)

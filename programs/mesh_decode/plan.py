@@ -28,7 +28,7 @@ from math import ceil
 from mesh import MeshConfig
 
 __all__ = ["PlacementError", "Geometry", "CorePlan", "Plan", "COLORS", "LAYER_CONSTS",
-           "STATE_WORDS", "plan"]
+           "STATE_WORDS", "plan", "smallest_fits"]
 
 # Colors (fixed): every color has one route per tile, used in every phase.
 COLORS = {"ROW0": 0, "ROW1": 1, "COL0": 2, "COL1": 3, "UP": 4, "WEST": 5, "GROUP_UP": 6}
@@ -189,6 +189,9 @@ def _core_plan(geo, x, y):
     a("wout", geo.vn(y) * geo.cdw, "weights")
     if not south:
         a("xin_f", geo.cdw, "buffers")
+    n_max = max(3 * geo.rd, geo.fr, geo.cd, geo.vr)
+    a("gp", n_max, "buffers")             # GEMV partial sums on their way
+    a("gt", n_max, "buffers")             # GEMV column-form products
     if east:
         a("recip", 128, "tables")
         a("logits", geo.vr, "buffers")
@@ -293,16 +296,35 @@ def _fits(dims, config):
                for y in range(config.height) for x in range(config.width))
 
 
+def smallest_fits(dims, config, limit=16):
+    """The shapes W x H (up to limit x limit, same SRAM, colors and imem as ``config``) with the
+    fewest tiles on which ``dims`` fits: (tiles, [(W, H), ...]), or (None, [])."""
+    found = {}
+    for w in range(1, limit + 1):
+        for h in range(1, limit + 1):
+            try:
+                cfg = MeshConfig(w, h, colors=config.colors, buffer_depth=config.buffer_depth,
+                                 sram_words=config.sram_words, imem_words=config.imem_words)
+            except Exception:
+                continue
+            if _fits(dims, cfg):
+                found.setdefault(w * h, []).append((w, h))
+    if not found:
+        return None, []
+    tiles = min(found)
+    return tiles, sorted(found[tiles], key=lambda s: (abs(s[0] - s[1]), s))
+
+
 def _suggestion(dims, config):
-    for k in range(1, 17):
-        try:
-            cfg = MeshConfig(k, k, colors=config.colors, buffer_depth=config.buffer_depth,
-                             sram_words=config.sram_words, imem_words=config.imem_words)
-        except Exception:
-            continue
-        if _fits(dims, cfg):
-            return f"a {k}x{k} mesh or larger fits"
-    return "no square mesh up to 16x16 fits"
+    tiles, shapes = smallest_fits(dims, config)
+    if tiles is None:
+        return f"no mesh up to 16x16 with {config.sram_words:,} words per core fits"
+    first = shapes[0]
+    text = f"a {first[0]}x{first[1]} mesh or larger fits"
+    if len(shapes) > 1:
+        text += " (so does " + ", ".join(f"{w}x{h}" for w, h in shapes[1:]) + \
+            f": {tiles} tiles is the fewest)"
+    return text
 
 
 def plan(dims, config):
@@ -327,5 +349,7 @@ def plan(dims, config):
         raise PlacementError(
             f"core ({w.x}, {w.y}) of the {config.shape} mesh needs {w.total:,} SRAM words "
             f"(largest: {big}); {config.sram_words:,} available: "
-            f"{w.total - config.sram_words:,} short; {_suggestion(dims, config)}")
+            f"{w.total - config.sram_words:,} short; {_suggestion(dims, config)}"
+            + (f"; with sram_words >= {w.total:,} the {config.shape} mesh fits"
+               if w.total <= 12288 else ""))
     return p
