@@ -68,13 +68,21 @@ def add_routes(routes, geo):
 
 
 class Emitter:
-    """Descriptor set-up that skips fields already known to hold the wanted value (within
-    straight-line code: labels, calls and changes of r15 forget everything)."""
+    """Descriptor allocation and set-up: a vector operand is given as a spec (a memory vector
+    ("mem", reg, imm, length, stride) or a fabric stream ("fin"/"fout", color, length)), and
+    :meth:`operands` finds a descriptor already holding it or the one needing the fewest set-up
+    instructions (least recently used on ties). What each descriptor holds is known in
+    straight-line code and across forward branches (the states meet at the label); a loop head
+    forgets everything. Bases relative to r15 are known while r15 does not change; other
+    register bases and run-time lengths ("r", k) are never assumed."""
 
     def __init__(self, core):
         self.c = core
-        self.forget()
         self._labels = 0
+        self._clock = 0
+        self.used = [0] * 8
+        self.pending = {}          # label -> [states at the branches to it]
+        self.forget()
 
     def forget(self):
         self.desc = [dict() for _ in range(8)]
@@ -83,52 +91,101 @@ class Emitter:
         self._labels += 1
         return f"{hint}_{self._labels}"
 
-    def label(self, name):
+    def loop_label(self, name):
         self.c.label(name)
         self.forget()
 
-    def _field(self, d, key, value, emit):
-        if value is None or self.desc[d].get(key) != value:
-            emit()
-            if value is None:
-                self.desc[d].pop(key, None)
-            else:
-                self.desc[d][key] = value
+    def label(self, name):
+        """A forward label: the state is what every path to it agrees on."""
+        self.c.label(name)
+        for other in self.pending.pop(name, []):
+            for d in range(8):
+                mine, theirs = self.desc[d], other[d]
+                self.desc[d] = {k: v for k, v in mine.items() if theirs.get(k) == v}
 
-    def _length(self, d, length):
-        if isinstance(length, tuple):          # ("r", register): a run-time length
-            self.c.dlen(d, length[1], 0)
-            self.desc[d].pop("len", None)
-        else:
-            self._field(d, "len", length, lambda: self.c.dlen(d, 0, length))
+    def branch(self, op, ra, rb, target):
+        getattr(self.c, op)(ra, rb, target)
+        self.pending.setdefault(target, []).append([dict(d) for d in self.desc])
 
-    def mem(self, d, base, length, stride=1):
-        reg, imm = (0, base) if isinstance(base, int) else base
-        key = (reg, imm) if reg in (0, RL) else None
-        if self.desc[d].get("kind") != "mem" or key is None or self.desc[d].get("base") != key:
-            self.c.dmem(d, reg, imm)
-            self.desc[d]["kind"] = "mem"
-            if key is None:
-                self.desc[d].pop("base", None)
-            else:
-                self.desc[d]["base"] = key
-        self._length(d, length)
-        self._field(d, "stride", stride, lambda: self.c.dstride(d, 0, stride))
-
-    def fabric(self, d, kind, color, length):
-        if self.desc[d].get("kind") != kind or self.desc[d].get("color") != color:
-            (self.c.dfin if kind == "fin" else self.c.dfout)(d, 0, color)
-            self.desc[d]["kind"], self.desc[d]["color"] = kind, color
-        self._length(d, length)
-
-    def fin(self, d, color, length):
-        self.fabric(d, "fin", color, length)
-
-    def fout(self, d, color, length):
-        self.fabric(d, "fout", color, length)
+    def r15_changed(self):
+        for d in range(8):
+            if self.desc[d].get("base", (0,))[0] == RL:
+                self.desc[d].pop("base")
 
     def advanced(self, d):
         self.desc[d].pop("base", None)
+
+    @staticmethod
+    def _cacheable(spec):
+        return not isinstance(spec[-1 if spec[0] != "mem" else 3], tuple) and \
+            (spec[0] != "mem" or spec[1] in (0, RL))
+
+    def _cost(self, d, spec):
+        st = self.desc[d]
+        if spec[0] == "mem":
+            _, reg, imm, length, stride = spec
+            cost = int(st.get("kind") != "mem" or reg not in (0, RL)
+                       or st.get("base") != (reg, imm))
+            cost += int(isinstance(length, tuple) or st.get("len") != length)
+            cost += int(st.get("stride") != stride)
+        else:
+            kind, color, length = spec
+            cost = int(st.get("kind") != kind or st.get("color") != color)
+            cost += int(isinstance(length, tuple) or st.get("len") != length)
+        return cost
+
+    def _setup(self, d, spec):
+        st, c = self.desc[d], self.c
+        if spec[0] == "mem":
+            _, reg, imm, length, stride = spec
+            if st.get("kind") != "mem" or reg not in (0, RL) or st.get("base") != (reg, imm):
+                c.dmem(d, reg, imm)
+                st["kind"] = "mem"
+                if reg in (0, RL):
+                    st["base"] = (reg, imm)
+                else:
+                    st.pop("base", None)
+            self._length(d, length)
+            if st.get("stride") != stride:
+                c.dstride(d, 0, stride)
+                st["stride"] = stride
+        else:
+            kind, color, length = spec
+            if st.get("kind") != kind or st.get("color") != color:
+                (c.dfin if kind == "fin" else c.dfout)(d, 0, color)
+                st["kind"], st["color"] = kind, color
+            self._length(d, length)
+
+    def _length(self, d, length):
+        st = self.desc[d]
+        if isinstance(length, tuple):
+            self.c.dlen(d, length[1], 0)
+            st.pop("len", None)
+        elif st.get("len") != length:
+            self.c.dlen(d, 0, length)
+            st["len"] = length
+
+    def operands(self, *specs):
+        chosen, pinned = {}, set()
+        for spec in specs:
+            if spec in chosen:
+                continue
+            free = [d for d in range(8) if d not in pinned]
+            best = min(free, key=lambda d: (self._cost(d, spec), self.used[d]))
+            self._setup(best, spec)
+            chosen[spec] = best
+            pinned.add(best)
+            self._clock += 1
+            self.used[best] = self._clock
+        return [chosen[s] for s in specs]
+
+
+def FI(color, n):
+    return ("fin", color, n)
+
+
+def FO(color, n):
+    return ("fout", color, n)
 
 
 class CoreGen:
@@ -136,13 +193,16 @@ class CoreGen:
 
     ``shifts`` {op: shift immediate} and ``loop`` (one layer body over per-layer blocks, the
     multipliers pre-scaled to a common shift) come from the compiler; ``norm_shifts`` are the
-    model's; ``layer`` is the layer being generated when unrolled."""
+    model's; ``pre_shift`` {"ns1"/"ns2": whether the loop needs a pre-shift}; ``layer`` is the
+    layer being generated when unrolled."""
 
-    def __init__(self, geo, core_plan, x, y, *, loop, shifts, norm_shifts):
+    def __init__(self, geo, core_plan, x, y, *, loop, shifts, norm_shifts, pre_shift=None,
+                 gelu_shared=None):
         self.geo, self.cp = geo, core_plan
         self.i, self.j = x, y
         self.east, self.south = x == geo.W - 1, y == geo.H - 1
         self.loop, self.shifts, self.norm_shifts = loop, shifts, norm_shifts
+        self.pre_shift = pre_shift or {"ns1": loop, "ns2": loop}
         self.c = CoreBuilder(f"decode@({x},{y})")
         self.e = Emitter(self.c)
         self.layer = None
@@ -155,7 +215,7 @@ class CoreGen:
             self.marks.append((self._phase[0], pc, self._phase[1]))
         self._phase = (pc, name)
 
-    # Addresses ----------------------------------------------------------------------------------
+    # Addresses and operands ------------------------------------------------------------------
 
     def A(self, name, offset=0):
         """(register, immediate) of SRAM region ``name`` (+ offset)."""
@@ -165,6 +225,10 @@ class CoreGen:
                 return (RL, cp.block[name].address + offset)
             return (0, cp.addr(name, self.layer) + offset)
         return (0, cp.regions[name].address + offset)
+
+    def M(self, name, length, offset=0, stride=1):
+        reg, imm = self.A(name, offset)
+        return ("mem", reg, imm, length, stride)
 
     def ld(self, rd, name, offset=0):
         reg, imm = self.A(name, offset)
@@ -184,6 +248,17 @@ class CoreGen:
     def shift(self, op):
         return self.shifts[op] if self.loop else self.shifts[op][self.layer]
 
+    def V(self, op, dd, da, db=None, *, shift=None, reduce=None, acc=False):
+        """Vector instruction ``op`` with operands given as specs (tuples), registers (ints;
+        "rN" strings for a scalar operand) or descriptors."""
+        specs = [x for x in (dd, da, db) if isinstance(x, tuple)]
+        index = dict(zip(specs, self.e.operands(*specs)))
+        conv = lambda x: index[x] if isinstance(x, tuple) else x
+        args = [conv(dd), conv(da)] + ([conv(db)] if db is not None else [])
+        if shift is not None:
+            args.append(shift)
+        getattr(self.c, op)(*args, reduce=reduce, acc=acc)
+
     def rowc(self, x):
         return checkerboard_color(x, self.j, *ROW)
 
@@ -192,15 +267,34 @@ class CoreGen:
 
     # Building blocks ------------------------------------------------------------------------------
 
-    def row_allreduce(self, buf, n, op, east_fn=None):
-        """Every core of this row ends with the element-wise op ("vadd" / "vmax") of ``buf``
-        (n words) over the row; ``east_fn`` runs on the east core in between (it may change
-        buf). Up to 4 words go word by word through registers (a hop costs a few cycles), more
-        as vector streams."""
-        e, c, W, i = self.e, self.c, self.geo.W, self.i
-        if n > 4:
-            return self._row_allreduce_vector(buf, n, op, east_fn)
-        sop = c.add if op == "vadd" else c.max
+    def row_allreduce_reg(self, op, east_fn=None, idle_fn=None):
+        """r1 of every core of this row becomes the op (add / max) of r1 over the row;
+        ``east_fn`` runs on the east core in between (on r1), ``idle_fn`` on the others while
+        they wait (and on the east core after it has sent the result back)."""
+        c, W, i = self.c, self.geo.W, self.i
+        sop = c.add if op == "add" else c.max
+        if W > 1:
+            if i > 0:
+                c.recv(2, 0, self.rowc(i - 1))
+                sop(1, 1, 2)
+            if i < W - 1:
+                c.send(1, 0, self.rowc(i))
+        if self.east:
+            if east_fn is not None:
+                east_fn()
+            if W > 1:
+                c.send(1, 0, WEST)
+            if idle_fn is not None:
+                idle_fn()
+        else:
+            if idle_fn is not None:
+                idle_fn()
+            c.recv(1, 0, WEST)
+
+    def row_allreduce(self, buf, n, op, east_fn=None, idle_fn=None):
+        """As :meth:`row_allreduce_reg` for ``buf`` (n words in SRAM), word by word."""
+        c, W, i = self.c, self.geo.W, self.i
+        sop = c.add if op == "add" else c.max
         if W > 1:
             for k in range(n):
                 self.ld(1, buf, k)
@@ -211,72 +305,39 @@ class CoreGen:
                     c.send(1, 0, self.rowc(i))
                 else:
                     self.st(1, buf, k)
-        if self.east and east_fn is not None:
-            east_fn()
-        if W > 1:
-            for k in range(n):
-                if self.east:
+        if self.east:
+            if east_fn is not None:
+                east_fn()
+            if W > 1:
+                for k in range(n):
                     self.ld(1, buf, k)
                     c.send(1, 0, WEST)
-                else:
-                    c.recv(1, 0, WEST)
-                    self.st(1, buf, k)
-
-    def _row_allreduce_vector(self, buf, n, op, east_fn):
-        e, c, W, i = self.e, self.c, self.geo.W, self.i
-        vop = getattr(c, op)
-        if W > 1:
-            if i == 0:
-                e.fout(2, self.rowc(i), n)
-                e.mem(0, self.A(buf), n)
-                c.vmov(2, 0)
-            elif i < W - 1:
-                e.fin(1, self.rowc(i - 1), n)
-                e.mem(0, self.A(buf), n)
-                e.fout(2, self.rowc(i), n)
-                vop(2, 1, 0)
-            else:
-                e.fin(1, self.rowc(i - 1), n)
-                e.mem(0, self.A(buf), n)
-                e.mem(2, self.A(buf), n)
-                vop(2, 1, 0)
-        if self.east and east_fn is not None:
-            east_fn()
-        if W > 1:
-            if self.east:
-                e.fout(2, WEST, n)
-                e.mem(0, self.A(buf), n)
-                c.vmov(2, 0)
-            else:
-                e.fin(0, WEST, n)
-                e.mem(2, self.A(buf), n)
-                c.vmov(2, 0)
+            if idle_fn is not None:
+                idle_fn()
+        else:
+            if idle_fn is not None:
+                idle_fn()
+            for k in range(n):
+                c.recv(1, 0, WEST)
+                self.st(1, buf, k)
 
     def chain_sum(self, buf, n, out, recv, send):
         """A streaming reduction: ``buf`` (n words) plus what arrives on ``recv`` goes on to
         ``send``; the last core (send None) stores the sum at ``out``."""
-        e, c = self.e, self.c
         if n == 0 or (recv is None and send is None):
             return
-        e.mem(0, self.A(buf), n)
         if recv is None:
-            e.fout(2, send, n)
-            c.vmov(2, 0)
-            return
-        e.fin(1, recv, n)
-        if send is not None:
-            e.fout(2, send, n)
+            self.V("vmov", FO(send, n), self.M(buf, n))
+        elif send is not None:
+            self.V("vadd", FO(send, n), FI(recv, n), self.M(buf, n))
         else:
-            e.mem(2, self.A(out), n)
-        c.vadd(2, 1, 0)
+            self.V("vadd", self.M(out, n), FI(recv, n), self.M(buf, n))
 
     def row_reduce(self, buf, n, out):
         """The sum over the row of ``buf`` (n words) into ``out`` on the east core."""
         W, i = self.geo.W, self.i
         if W == 1:
-            self.e.mem(0, self.A(buf), n)
-            self.e.mem(2, self.A(out), n)
-            self.c.vmov(2, 0)
+            self.V("vmov", self.M(out, n), self.M(buf, n))
             return
         self.chain_sum(buf, n, out, self.rowc(i - 1) if i > 0 else None,
                        self.rowc(i) if i < W - 1 else None)
@@ -285,44 +346,39 @@ class CoreGen:
         """Type A: the packed input ``src`` of the south row goes up every column; each core
         computes the partial sums of this row's n_out outputs over its column slice; they are
         summed on their way east; the east core stores them at ``out``."""
-        e, c, geo, i = self.e, self.c, self.geo, self.i
+        geo, i = self.geo, self.i
         kw = geo.cdw
-        xaddr = self.A(src) if self.south else self.A(recv_buf)
+        x = src if self.south else recv_buf
         if geo.H > 1:
             if self.south:
-                e.fout(2, UP, kw)
-                e.mem(0, xaddr, kw)
+                self.V("vmov", FO(UP, kw), self.M(x, kw))
             else:
-                e.fin(0, UP, kw)
-                e.mem(2, xaddr, kw)
-            c.vmov(2, 0)
+                self.V("vmov", self.M(x, kw), FI(UP, kw))
         recv = self.rowc(i - 1) if i > 0 else None
         send = self.rowc(i) if i < geo.W - 1 else None
-        self.partials(n_out, block, xaddr, kw, out if recv is None and send is None else
-                      (out if send is None else "gp"))
-        self.chain_sum("gp" if send is not None else out, n_out, out, recv, send)
+        part = "gp" if send is not None else out
+        self.partials(n_out, block, x, kw, part)
+        self.chain_sum(part, n_out, out, recv, send)
 
     def gemv_b(self, src, n_out, block, out):
         """Type B: the packed input ``src`` of the east core goes west along the row; partial
         sums of this column's n_out outputs are summed on their way south; the south core
         stores them."""
-        e, c, geo, j = self.e, self.c, self.geo, self.j
+        geo, j = self.geo, self.j
         kw = {"opk": geo.rdw, "gpk": geo.frw}[src]
-        xaddr = self.A(src) if self.east else self.A("yin")
+        x = src if self.east else "yin"
         if geo.W > 1:
             if self.east:
-                e.fout(2, WEST, kw)
-                e.mem(0, xaddr, kw)
+                self.V("vmov", FO(WEST, kw), self.M(x, kw))
             else:
-                e.fin(0, WEST, kw)
-                e.mem(2, xaddr, kw)
-            c.vmov(2, 0)
+                self.V("vmov", self.M(x, kw), FI(WEST, kw))
         recv = self.colc(j - 1) if j > 0 else None
         send = self.colc(j) if j < geo.H - 1 else None
-        self.partials(n_out, block, xaddr, kw, out if send is None else "gp")
-        self.chain_sum("gp" if send is not None else out, n_out, out, recv, send)
+        part = "gp" if send is not None else out
+        self.partials(n_out, block, x, kw, part)
+        self.chain_sum(part, n_out, out, recv, send)
 
-    def partials(self, n_out, block, xaddr, kw, dest):
+    def partials(self, n_out, block, x, kw, dest):
         """dest[o] = sum over the kw words w of dot4(block[o][w], x[w]) for o < n_out, in the
         form :func:`gemv_form` picks: "row" (one vdot4.sum per output) or "col" (one vdot4 per
         input word over all outputs, x[w] repeated by a stride-0 operand, then vadd)."""
@@ -330,95 +386,71 @@ class CoreGen:
         if n_out == 0:
             return
         if gemv_form(n_out, kw) == "row":
-            e.mem(0, self.A(block), kw)
-            e.mem(1, xaddr, kw)
+            dw, dx = e.operands(self.M(block, kw), self.M(x, kw))
             c.li(3, n_out)
             self.la(2, dest)
             top = e.new_label("dot")
-            e.label(top)
-            c.vdot4(1, 0, 1, reduce="sum")
+            e.loop_label(top)
+            c.vdot4(1, dw, dx, reduce="sum")
             c.st(1, 0, 2)
             c.addi(2, 2, 1)
-            c.dadv(0, 0, kw)
-            e.advanced(0)
+            c.dadv(dw, 0, kw)
             c.dbnz(3, top)
+            e.advanced(dw)
             return
-        e.mem(0, self.A(block), n_out)
-        e.mem(1, xaddr, n_out, stride=0)
-        e.mem(2, self.A(dest), n_out)
-        c.vdot4(2, 0, 1)
+        wspec, xspec, acc = self.M(block, n_out), self.M(x, n_out, stride=0), self.M(dest, n_out)
+        self.V("vdot4", acc, wspec, xspec)
         if kw == 1:
             return
-        e.mem(3, self.A("gt"), n_out)
+        tmp = self.M("gt", n_out)
+        dw, dx, da, dt = e.operands(wspec, xspec, acc, tmp)
         unroll = kw <= 8
         if not unroll:
             c.li(3, kw - 1)
             top = e.new_label("col")
-            e.label(top)
+            e.loop_label(top)
         for _ in range(kw - 1 if unroll else 1):
-            c.dadv(0, 0, n_out)
-            c.dadv(1, 0, 1)
-            e.advanced(0)
-            e.advanced(1)
-            c.vdot4(3, 0, 1)
-            c.vadd(2, 2, 3)
+            c.dadv(dw, 0, n_out)
+            c.dadv(dx, 0, 1)
+            c.vdot4(dt, dw, dx)
+            c.vadd(da, da, dt)
         if not unroll:
             c.dbnz(3, top)
+        e.advanced(dw)
+        e.advanced(dx)
 
     def call(self, name):
-        self.c.jal(RLINK, name)
-        self.e.forget()
+        self.c.jal(RLINK, name)          # the subroutines touch no descriptor
 
     def rmsnorm(self, xbuf, h32, hp, shift, pre=None):
         """South row: h32 = rmsnorm(x) (int32) and hp (packed)."""
-        e, c, cd = self.e, self.c, self.geo.cd
-        e.mem(0, self.A(xbuf), cd)
-        c.vmul(1, 0, 0, reduce="sum")
-        self.st(1, "ss")
-
-        def east_fn():
-            self.ld(1, "ss")
-            self.call("rsqrt")
-            self.st(1, "ss")
-        self.row_allreduce("ss", 1, "vadd", east_fn)
-        self.ld(5, "ss")
+        cd = self.geo.cd
+        self.V("vmul", 1, self.M(xbuf, cd), self.M(xbuf, cd), reduce="sum")
+        self.row_allreduce_reg("add", lambda: self.call("rsqrt"))
         src = xbuf
         if pre is not None:
             self.const(6, pre)
-            e.mem(0, self.A(xbuf), cd)
-            e.mem(2, self.A(h32), cd)
-            c.vsll(2, 0, "r6")
+            self.V("vsll", self.M(h32, cd), self.M(xbuf, cd), "r6")
             src = h32
-        e.mem(0, self.A(src), cd)
-        e.mem(2, self.A(h32), cd)
-        c.vreq(2, 0, 5, shift)
-        e.mem(3, self.A(hp), self.geo.cdw)
-        c.vpack(3, 2)
+        self.V("vreq", self.M(h32, cd), self.M(src, cd), 1, shift=shift)
+        self.V("vpack", self.M(hp, self.geo.cdw), self.M(h32, cd))
 
     def requant(self, src, dst, n, op, src_off=0, dst_off=0):
-        e, c = self.e, self.c
         self.const(5, op)
-        e.mem(0, self.A(src, src_off), n)
-        e.mem(2, self.A(dst, dst_off), n)
-        c.vreq(2, 0, 5, self.shift(op))
+        self.V("vreq", self.M(dst, n, dst_off), self.M(src, n, src_off), 5, shift=self.shift(op))
 
     def pack(self, src, dst, n, dst_off=0):
-        self.e.mem(2, self.A(src), n)
-        self.e.mem(3, self.A(dst, dst_off), n // 4)
-        self.c.vpack(3, 2)
+        self.V("vpack", self.M(dst, n // 4, dst_off), self.M(src, n))
 
     def residual(self, acc, val, xin, xout, op):
         """South row: val = rq(acc); xout = sat8(xin + val)."""
-        e, c, cd = self.e, self.c, self.geo.cd
+        cd = self.geo.cd
         self.requant(acc, val, cd, op)
-        e.mem(0, self.A(xin), cd)
-        e.mem(1, self.A(val), cd)
-        e.mem(2, self.A(xout), cd)
-        c.vadd(2, 0, 1)
-        c.li(6, 127)
-        c.li(7, -128)
-        c.vmin(2, 2, "r6")
-        c.vmax(2, 2, "r7")
+        self.V("vadd", self.M(xout, cd), self.M(xin, cd), self.M(val, cd))
+        self.c.li(6, 127)
+        self.c.li(7, -128)
+        self.V("vmin", self.M(xout, cd), self.M(xout, cd), "r6")
+        self.V("vmax", self.M(xout, cd), self.M(xout, cd), "r7")
 
     # Phases ------------------------------------------------------------------------------------------
 
@@ -428,7 +460,7 @@ class CoreGen:
         c.li(2, self.i)
         c.li(3, 0)
         skip = e.new_label("notown")
-        c.bne(1, 2, skip)
+        e.branch("bne", 1, 2, skip)
         c.li(3, 1)
         e.label(skip)
         self.st(3, "own")
@@ -442,37 +474,31 @@ class CoreGen:
         self.st(6, "nw")
 
     def embedding(self):
-        c, e, geo = self.c, self.e, self.geo
+        c, geo = self.c, self.geo
         cd, cdw = geo.cd, geo.cdw
         self.ld(1, "token")
         c.li(2, cdw)
         c.mul(1, 1, 2)
         self.ld(3, "pos")
         c.mul(3, 3, 2)
-        e.mem(0, (1, self.cp.addr("tok_emb")), cdw)
-        e.mem(1, (3, self.cp.addr("pos_emb")), cdw)
-        e.mem(2, self.A("xp"), cdw)
-        c.vadd8(2, 0, 1)
+        tok = ("mem", 1, self.cp.addr("tok_emb"), cdw, 1)
+        pos = ("mem", 3, self.cp.addr("pos_emb"), cdw, 1)
+        self.V("vadd8", self.M("xp", cdw), tok, pos)
         c.li(5, 24)
         for k in range(4):
             c.li(4, 24 - 8 * k)
-            e.mem(0, self.A("xp"), cdw)
-            e.mem(2, self.A("ut"), cdw)
-            c.vsll(2, 0, "r4")
-            e.mem(3, self.A("x0", k), cdw, stride=4)
-            c.vsra(3, 2, "r5")
-        e.mem(0, self.A("x0"), cd)
-        e.mem(2, self.A("xcur"), cd)
-        c.vmov(2, 0)
+            self.V("vsll", self.M("ut", cdw), self.M("xp", cdw), "r4")
+            self.V("vsra", self.M("x0", cdw, k, stride=4), self.M("ut", cdw), "r5")
+        self.V("vmov", self.M("xcur", cd), self.M("x0", cd))
 
     def layer_body(self):
-        geo, c, e = self.geo, self.c, self.e
+        geo, c = self.geo, self.c
         rd, rdw, cd = geo.rd, geo.rdw, geo.cd
-        loop = self.loop
         # 1. RMS norm, W_qkv
         if self.south:
             self.phase("norm")
-            self.rmsnorm("xcur", "h1", "hp1", self.shift("ns1"), pre="ns1" if loop else None)
+            self.rmsnorm("xcur", "h1", "hp1", self.shift("ns1"),
+                         pre="ns1" if self.loop and self.pre_shift["ns1"] else None)
         self.phase("gemv")
         self.gemv_a("hp1", "xin", 3 * rd, "wqkv", "qkvacc")
         self.phase("qkv")
@@ -485,14 +511,10 @@ class CoreGen:
             self.pack("k32", "qkvb", rd, dst_off=rdw)
             self.requant("qkvacc", "qkvb", rd, "v", src_off=2 * rd, dst_off=2 * rdw)
             if geo.W > 1:
-                e.fout(2, WEST, n)
-                e.mem(0, self.A("qkvb"), n)
-                c.vmov(2, 0)
+                self.V("vmov", FO(WEST, n), self.M("qkvb", n))
         else:
-            e.fin(0, WEST, n)
-            e.mem(2, self.A("qkvb"), n)
-            c.vmov(2, 0)
-        self.append_kv()
+            self.V("vmov", self.M("qkvb", n), FI(WEST, n))
+        self.append_k()
         self.phase("attention")
         self.attention()
         # 3. W_o, residual
@@ -502,7 +524,8 @@ class CoreGen:
             self.phase("elementwise")
             self.residual("aacc", "a32", "xcur", "x1", "attn")
             self.phase("norm")
-            self.rmsnorm("x1", "h2", "hp2", self.shift("ns2"), pre="ns2" if loop else None)
+            self.rmsnorm("x1", "h2", "hp2", self.shift("ns2"),
+                         pre="ns2" if self.loop and self.pre_shift["ns2"] else None)
         # 4. MLP
         self.phase("gemv")
         self.gemv_a("hp2", "xin", geo.fr, "w1", "uacc")
@@ -511,37 +534,43 @@ class CoreGen:
             fr = geo.fr
             self.requant("uacc", "u32", fr, "up")
             c.li(6, 128)
-            e.mem(0, self.A("u32"), fr)
-            e.mem(3, self.A("g32"), fr)
-            c.vadd(3, 0, "r6")
-            e.mem(4, self.A("gelu"), 256)
-            c.vlut(3, 3, 4)
+            self.V("vadd", self.M("g32", fr), self.M("u32", fr), "r6")
+            self.const(7, "gelu")
+            table = ("mem", 7, 0, 256, 1)
+            self.V("vlut", self.M("g32", fr), self.M("g32", fr), table)
             self.pack("g32", "gpk", fr)
         self.phase("gemv")
         self.gemv_b("gpk", cd, "w2", "facc")
         if self.south:
             self.phase("elementwise")
             self.residual("facc", "f32", "x1", "x2", "down")
-            e.mem(0, self.A("x2"), cd)
-            e.mem(2, self.A("xcur"), cd)
-            c.vmov(2, 0)
+            self.V("vmov", self.M("xcur", cd), self.M("x2", cd))
 
-    def append_kv(self):
-        """The core owning this position stores k (a packed row) and v (one byte per dim into
-        the transposed cache: lane slot mod 4 of word slot div 4)."""
-        geo, c, e = self.geo, self.c, self.e
-        rd, rdw = geo.rd, geo.rdw
-        skip = e.new_label("noappend")
-        self.ld(1, "own")
-        c.beq(1, 0, skip)
+    def _owner_skip(self):
+        skip = self.e.new_label("notowner")
+        self.ld(13, "own")                  # r1 may hold a value going round the row
+        self.e.branch("beq", 13, 0, skip)
+        return skip
+
+    def append_k(self):
+        """The core owning this position stores k (a packed row) at its slot."""
+        c, rdw = self.c, self.geo.rdw
+        skip = self._owner_skip()
         self.ld(6, "nloc")
         c.li(7, rdw)
         c.mul(7, 6, 7)
         if self.loop:
             c.add(7, 7, RL)
-        e.mem(2, (7, self.A("k")[1]), rdw)
-        e.mem(0, self.A("qkvb", rdw), rdw)
-        c.vmov(2, 0)
+        self.V("vmov", ("mem", 7, self.A("k")[1], rdw, 1), self.M("qkvb", rdw, rdw))
+        self.e.label(skip)
+
+    def append_v(self):
+        """The owner stores v, one byte per dim into the transposed cache: lane slot mod 4 of
+        word slot div 4 (off the critical path, while the softmax max goes round)."""
+        c, geo = self.c, self.geo
+        rd, rdw = geo.rd, geo.rdw
+        skip = self._owner_skip()
+        self.ld(6, "nloc")
         c.srli(7, 6, 2)
         if self.loop:
             c.add(7, 7, RL)
@@ -552,14 +581,13 @@ class CoreGen:
         c.li(10, -1)
         c.xor(9, 9, 10)
         c.li(11, 255)
-        e.mem(0, self.A("qkvb", 2 * rdw), rd)
-        e.mem(3, self.A("op"), rd)
-        c.vand(3, 0, "r11")
-        c.vsll(3, 3, "r8")
-        e.mem(2, (7, self.A("vt")[1]), rd, stride=geo.vtw)
-        c.vand(2, 2, "r9")
-        c.vor(2, 2, 3)
-        e.label(skip)
+        tmp = self.M("op", rd)
+        self.V("vand", tmp, self.M("qkvb", rd, 2 * rdw), "r11")
+        self.V("vsll", tmp, tmp, "r8")
+        col = ("mem", 7, self.A("vt")[1], rd, geo.vtw)
+        self.V("vand", col, col, "r9")
+        self.V("vor", col, col, tmp)
+        self.e.label(skip)
 
     def attention(self):
         geo, c, e = self.geo, self.c, self.e
@@ -568,98 +596,97 @@ class CoreGen:
         # scores s[hh][slot] = q_hh . k_hh[slot]
         done = e.new_label("noscores")
         self.ld(3, "nk")
-        c.beq(3, 0, done)
+        e.branch("beq", 3, 0, done)
         for hh in range(hl):
-            e.mem(0, self.A("k", hh * hw), hw)
-            e.mem(1, self.A("qkvb", hh * hw), hw)
+            dk, dq = e.operands(self.M("k", hw, hh * hw), self.M("qkvb", hw, hh * hw))
             self.ld(3, "nk")
             self.la(2, "s", hh * ml)
             top = e.new_label("score")
-            e.label(top)
-            c.vdot4(1, 0, 1, reduce="sum")
+            e.loop_label(top)
+            c.vdot4(1, dk, dq, reduce="sum")
             c.st(1, 0, 2)
             c.addi(2, 2, 1)
-            c.dadv(0, 0, rdw)
-            e.advanced(0)
+            c.dadv(dk, 0, rdw)
             c.dbnz(3, top)
+            e.advanced(dk)
         e.label(done)
         self.ld(3, "nk")
         if geo.g > 1:        # rows sharing a head add their partial scores, then share them
             g, j = geo.g, self.j
             jg = j % g
-            e.mem(0, self.A("s"), NK)
+            sv = self.M("s", NK)
             if jg == 0:
-                e.fout(2, self.colc(j), NK)
-                c.vmov(2, 0)
+                self.V("vmov", FO(self.colc(j), NK), sv)
+            elif jg < g - 1:
+                self.V("vadd", FO(self.colc(j), NK), FI(self.colc(j - 1), NK), sv)
             else:
-                e.fin(1, self.colc(j - 1), NK)
-                if jg < g - 1:
-                    e.fout(2, self.colc(j), NK)
-                else:
-                    e.mem(2, self.A("s"), NK)
-                c.vadd(2, 1, 0)
+                self.V("vadd", sv, FI(self.colc(j - 1), NK), sv)
             if jg == g - 1:
-                e.fout(2, GROUP_UP, NK)
-                e.mem(0, self.A("s"), NK)
-                c.vmov(2, 0)
+                self.V("vmov", FO(GROUP_UP, NK), sv)
             else:
-                e.fin(0, GROUP_UP, NK)
-                e.mem(2, self.A("s"), NK)
-                c.vmov(2, 0)
-        # softmax: max
+                self.V("vmov", sv, FI(GROUP_UP, NK))
+        # softmax: max (v goes into the cache meanwhile)
         self.phase("softmax")
-        for hh in range(hl):
-            e.mem(0, self.A("s", hh * ml), NK)
-            c.vmov(1, 0, reduce="max")
-            self.st(1, "maxv", hh)
-        self.row_allreduce("maxv", hl, "vmax")
+        if hl == 1:
+            self.V("vmov", 1, self.M("s", NK), reduce="max")
+            self.row_allreduce_reg("max", idle_fn=self.append_v)
+            self.st(1, "maxv")
+        else:
+            for hh in range(hl):
+                self.V("vmov", 1, self.M("s", NK, hh * ml), reduce="max")
+                self.st(1, "maxv", hh)
+            self.row_allreduce("maxv", hl, "max", idle_fn=self.append_v)
         # e = exp_table[rq(s - max) + 128], local sums
         self.const(6, "score")
         c.li(7, 128)
         self.ld(3, "nk")
+        t = self.M("t", NK)
         for hh in range(hl):
             self.ld(5, "maxv", hh)
-            e.mem(0, self.A("s", hh * ml), NK)
-            e.mem(2, self.A("t"), NK)
-            c.vsub(2, 0, "r5")
-            c.vreq(2, 2, 6, self.shift("score"))
-            c.vadd(2, 2, "r7")
-            e.mem(3, self.A("e", hh * geo.ml4), NK)
-            e.mem(4, self.cp.addr("exp"), 129)
-            c.vlut(3, 2, 4)
-            c.vmov(1, 3, reduce="sum")
-            self.st(1, "sumv", hh)
+            self.V("vsub", t, self.M("s", NK, hh * ml), "r5")
+            self.V("vreq", t, t, 6, shift=self.shift("score"))
+            self.V("vadd", t, t, "r7")
+            ev = self.M("e", NK, hh * geo.ml4)
+            self.V("vlut", ev, t, ("mem", 0, self.cp.addr("exp"), 129, 1))
+            self.V("vmov", 1, ev, reduce="sum")
+            if hl > 1:
+                self.st(1, "sumv", hh)
 
         def reciprocals():
             for hh in range(hl):
-                self.ld(1, "sumv", hh)
+                if hl > 1:
+                    self.ld(1, "sumv", hh)
                 self.call("recip")
-                self.st(1, "sumv", hh)
-        self.row_allreduce("sumv", hl, "vadd", reciprocals)
+                if hl > 1:
+                    self.st(1, "sumv", hh)
+        if hl == 1:
+            self.row_allreduce_reg("add", reciprocals)
+            c.mov(5, 1)
+        else:
+            self.row_allreduce("sumv", hl, "add", reciprocals)
         # p = rq(e, r, 23), packed; o_part[dim] = p . v^T[dim]
         self.phase("attention")
         N4, NW = ("r", 4), ("r", 8)
         self.ld(4, "n4")
         self.ld(8, "nw")
         for hh in range(hl):
-            self.ld(5, "sumv", hh)
-            e.mem(0, self.A("e", hh * geo.ml4), N4)
-            e.mem(2, self.A("t"), N4)
-            c.vreq(2, 0, 5, PROB_SHIFT)
-            e.mem(3, self.A("pp"), NW)
-            c.vpack(3, 2)
-            e.mem(0, self.A("pp"), NW)
-            e.mem(1, self.A("vt", hh * hd * geo.vtw), NW)
+            if hl > 1:
+                self.ld(5, "sumv", hh)
+            t4 = self.M("t", N4)
+            self.V("vreq", t4, self.M("e", N4, hh * geo.ml4), 5, shift=PROB_SHIFT)
+            pp = self.M("pp", NW)
+            self.V("vpack", pp, t4)
+            dp, dv = e.operands(pp, self.M("vt", NW, hh * hd * geo.vtw))
             c.li(3, hd)
             self.la(2, "op", hh * hd)
             top = e.new_label("pv")
-            e.label(top)
-            c.vdot4(1, 0, 1, reduce="sum")
+            e.loop_label(top)
+            c.vdot4(1, dp, dv, reduce="sum")
             c.st(1, 0, 2)
             c.addi(2, 2, 1)
-            c.dadv(1, 0, geo.vtw)
-            e.advanced(1)
+            c.dadv(dv, 0, geo.vtw)
             c.dbnz(3, top)
+            e.advanced(dv)
         self.row_reduce("op", rd, "osum")
         if self.east:
             self.requant("osum", "o32", rd, "o")
@@ -677,13 +704,11 @@ class CoreGen:
         if self.east:
             n, b = geo.vn(self.j), geo.key_bits
             if n:
-                e.mem(0, self.A("logits"), n)
-                e.mem(2, self.A("argt"), n)
                 c.li(4, b)
-                c.vsll(2, 0, "r4")
-                e.mem(1, self.A("idxc"), n)
-                c.vadd(2, 2, 1)
-                c.vmov(1, 2, reduce="max")
+                keys = self.M("argt", n)
+                self.V("vsll", keys, self.M("logits", n), "r4")
+                self.V("vadd", keys, keys, self.M("idxc", n))
+                self.V("vmov", 1, keys, reduce="max")
             else:
                 c.li(1, INT32_MIN)
             j, H = self.j, geo.H
@@ -727,7 +752,7 @@ class CoreGen:
         c.addi(2, 2, 1)
         c.li(3, W)
         keep = e.new_label("phase")
-        c.bne(2, 3, keep)
+        e.branch("bne", 2, 3, keep)
         c.li(2, 0)
         e.label(keep)
         self.st(2, "phase")
@@ -735,7 +760,7 @@ class CoreGen:
         c.addi(2, 2, 1)
         self.st(2, "pos")
         self.ld(2, "end")
-        c.beq(1, 2, "finished")
+        e.branch("beq", 1, 2, "finished")
         self.ld(2, "steps")
         c.addi(2, 2, -1)
         self.st(2, "steps")
@@ -758,11 +783,11 @@ class CoreGen:
         c, e = self.c, self.e
         base = self.cp.addr(table) - 128
         pos, small, have, neg = (e.new_label(name + s) for s in ("_pos", "_small", "_m", "_neg"))
-        e.label(name)
+        e.loop_label(name)
         c.blt(0, 1, pos)
         c.li(1, INT32_MAX)
         c.jr(RLINK)
-        e.label(pos)
+        e.loop_label(pos)
         c.clz(2, 1)
         c.li(3, 31)
         c.sub(3, 3, 2)                 # k: a in [2^k, 2^(k+1))
@@ -770,10 +795,10 @@ class CoreGen:
         c.blt(4, 0, small)
         c.srl(5, 1, 4)                 # 128 + m = a >> (k - 7)
         c.jmp(have)
-        e.label(small)
+        e.loop_label(small)
         c.sub(4, 0, 4)
         c.sll(5, 1, 4)                 # 128 + m = a << (7 - k)
-        e.label(have)
+        e.loop_label(have)
         if rsqrt:
             c.andi(2, 3, 1)
             c.slli(2, 2, 7)
@@ -785,7 +810,7 @@ class CoreGen:
         c.blt(4, 0, neg)
         c.sll(1, 5, 4)
         c.jr(RLINK)
-        e.label(neg)
+        e.loop_label(neg)
         c.sub(4, 0, 4)
         c.srl(1, 5, 4)
         c.jr(RLINK)
@@ -794,7 +819,7 @@ class CoreGen:
 
     def build(self):
         c, e, geo = self.c, self.e, self.geo
-        e.label("step")
+        e.loop_label("step")
         self.phase("embed")
         self.step_start()
         if self.south:
@@ -802,10 +827,10 @@ class CoreGen:
         if self.loop:
             c.li(RL, self.cp.block_base)
             c.li(RCOUNT, geo.L)
-            e.label("layer")
+            e.loop_label("layer")
             self.layer_body()
             c.addi(RL, RL, self.cp.block_words)
-            e.forget()
+            e.r15_changed()
             c.dbnz(RCOUNT, "layer")
         else:
             for layer in range(geo.L):

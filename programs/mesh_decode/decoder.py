@@ -77,7 +77,7 @@ class MeshDecoder:
         self.code_sizes = {}
         for (x, y), cp in self.plan.cores.items():
             gen = CoreGen(geo, cp, x, y, loop=self.loop, shifts=self.shifts,
-                          norm_shifts=model.norm_shift)
+                          norm_shifts=model.norm_shift, pre_shift=self.pre_shift)
             core = gen.build()
             self._static_data(core, cp, x, y)
             mb.place(core, [(x, y)])
@@ -107,6 +107,11 @@ class MeshDecoder:
             raise PlacementError("the layer loop needs every op's shifts within 16 (norms 23) "
                                  "of each other over the layers; use layer_loop=False")
         self.loop = bool(layer_loop)
+        self.pre_shift = {k: self.loop and max(v) != min(v) for k, v in ns.items()}
+        tables = [np.asarray(t) for t in m.gelu_table]
+        distinct = np.unique(np.stack(tables), axis=0)
+        self.gelu_index = [int(np.flatnonzero((distinct == t).all(axis=1))[0]) for t in tables]
+        self.gelu_distinct = distinct
         self.consts = []
         if self.loop:
             self.shifts = {op: max(s for _, s in v) for op, v in rq.items()}
@@ -120,7 +125,7 @@ class MeshDecoder:
             self.shifts.update(ns)
             for l in range(L):
                 self.consts.append([rq[op][l][0] for op in RQ_OPS] + [0, 0])
-        assert len(self.consts[0]) == len(LAYER_CONSTS)
+        assert len(self.consts[0]) == len(LAYER_CONSTS) - 1     # + the GELU table, per core
 
     # Static data --------------------------------------------------------------------------------
 
@@ -138,6 +143,8 @@ class MeshDecoder:
             v0 = y * geo.vr
             put("wout", _block(m.wout.T[v0:v0 + vn, cs]))
         if east:
+            for t, table in enumerate(self.gelu_distinct):
+                put(f"gelu{t}", np.asarray(table, dtype=np.int64))
             put("recip", RECIP_TABLE)
             if vn:
                 b = geo.key_bits
@@ -153,9 +160,8 @@ class MeshDecoder:
             put("wo", _block(Wl["wo"].T[cs, rs]), l)
             put("w1", _block(Wl["w1"].T[fs, cs]), l)
             put("w2", _block(Wl["w2"].T[cs, fs]), l)
-            put("consts", self.consts[l], l)
-            if east:
-                put("gelu", np.asarray(m.gelu_table[l], dtype=np.int64), l)
+            table = cp.addr(f"gelu{self.gelu_index[l]}") if east else 0
+            put("consts", self.consts[l] + [table], l)
 
     # State ------------------------------------------------------------------------------------------
 

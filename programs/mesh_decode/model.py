@@ -31,13 +31,15 @@ class ModelDims:
     n_layers: int
     vocab: int
     context: int
+    gelu_tables: int = 0        # distinct GELU tables (0: one per layer)
 
     @classmethod
     def of(cls, model):
         c = model.config
         dims = cls(d_model=int(c["d_model"]), n_heads=int(c["n_heads"]),
                    d_head=int(c["d_head"]), d_ff=int(c["d_ff"]), n_layers=len(model.layers),
-                   vocab=int(model.tok_emb.shape[0]), context=int(model.pos_emb.shape[0]))
+                   vocab=int(model.tok_emb.shape[0]), context=int(model.pos_emb.shape[0]),
+                   gelu_tables=len(np.unique(np.asarray(model.gelu_table), axis=0)))
         if dims.n_heads * dims.d_head != dims.d_model:
             raise ValueError(f"the model's {dims.n_heads} heads of {dims.d_head} do not make "
                              f"d_model = {dims.d_model}")

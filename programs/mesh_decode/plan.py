@@ -34,7 +34,7 @@ __all__ = ["PlacementError", "Geometry", "CorePlan", "Plan", "COLORS", "LAYER_CO
 COLORS = {"ROW0": 0, "ROW1": 1, "COL0": 2, "COL1": 3, "UP": 4, "WEST": 5, "GROUP_UP": 6}
 
 # Per-layer requantize multipliers and norm pre-shifts, in each layer block's constant area.
-LAYER_CONSTS = ("q", "k", "v", "score", "o", "attn", "up", "down", "ns1", "ns2")
+LAYER_CONSTS = ("q", "k", "v", "score", "o", "attn", "up", "down", "ns1", "ns2", "gelu")
 # Step state, at the start of every core's SRAM (host-written before a run).
 STATE_WORDS = ("steps", "token", "pos", "phase", "nloc", "own", "nk", "n4", "nw", "end", "outn",
                "ss")
@@ -58,11 +58,13 @@ class Geometry:
     L: int
     V: int
     C: int
+    gelu_tables: int = 1
 
     @classmethod
     def of(cls, dims, config):
         return cls(config.width, config.height, dims.d_model, dims.n_heads, dims.d_head,
-                   dims.d_ff, dims.n_layers, dims.vocab, dims.context)
+                   dims.d_ff, dims.n_layers, dims.vocab, dims.context,
+                   dims.gelu_tables or dims.n_layers)
 
     # slices
     @property
@@ -193,6 +195,8 @@ def _core_plan(geo, x, y):
     a("gp", n_max, "buffers")             # GEMV partial sums on their way
     a("gt", n_max, "buffers")             # GEMV column-form products
     if east:
+        for t in range(geo.gelu_tables):
+            a(f"gelu{t}", 256, "tables")
         a("recip", 128, "tables")
         a("logits", geo.vr, "buffers")
         a("idxc", geo.vr, "tables")
@@ -229,7 +233,6 @@ def _core_plan(geo, x, y):
                             ("uacc", geo.fr), ("u32", geo.fr), ("g32", geo.fr),
                             ("gpk", geo.frw)):
             b(name, words, "buffers")
-        b("gelu", 256, "tables")
     if south:
         for name, words in (("hp1", geo.cdw), ("h1", geo.cd), ("aacc", geo.cd), ("a32", geo.cd),
                             ("x1", geo.cd), ("hp2", geo.cdw), ("h2", geo.cd), ("facc", geo.cd),
@@ -242,7 +245,7 @@ def _core_plan(geo, x, y):
 
 _BIG = {"wqkv": "W_qkv block", "wo": "W_o block", "w1": "W1 block", "w2": "W2 block",
         "k": "K cache", "vt": "V cache", "tok_emb": "token embeddings",
-        "pos_emb": "position embeddings", "wout": "W_out block", "gelu": "GELU table"}
+        "pos_emb": "position embeddings", "wout": "W_out block", "gelu0": "GELU table"}
 
 
 @dataclass
