@@ -15,9 +15,9 @@ messages meet their receivers in program order):
    the east column), the token back to every core (UP the east column, WEST along every row),
    the step state updated; loop while steps remain and the token is not END.
 
-Registers: r15 the layer block base (loop mode), r14 the layer counter, r12 the return address
-of the recip / rsqrt subroutines; r1..r11, r13 are scratch within a phase (nothing lives in a
-register from one phase to the next).
+Registers: r15 the layer block base and r13 the layer's KV cache base (loop mode), r14 the
+layer counter, r12 the return address of the recip / rsqrt subroutines; r1..r11 are scratch
+within a phase (nothing lives in a register from one phase to the next).
 """
 
 from mesh import Port, checkerboard_color
@@ -31,7 +31,8 @@ __all__ = ["CoreGen", "add_routes", "gemv_form"]
 ROW = (COLORS["ROW0"], COLORS["ROW1"])
 COL = (COLORS["COL0"], COLORS["COL1"])
 UP, WEST, GROUP_UP = COLORS["UP"], COLORS["WEST"], COLORS["GROUP_UP"]
-RL, RCOUNT, RLINK = 15, 14, 12
+RL, RKV, RCOUNT, RLINK = 15, 13, 14, 12
+BASES = (0, RL, RKV)        # registers whose bases the descriptor cache may assume
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 assert RECIP_SHIFT == 30 and RSQRT_SHIFT == 30    # the subroutines need no saturation then
@@ -109,7 +110,7 @@ class Emitter:
 
     def r15_changed(self):
         for d in range(8):
-            if self.desc[d].get("base", (0,))[0] == RL:
+            if self.desc[d].get("base", (0,))[0] in (RL, RKV):
                 self.desc[d].pop("base")
 
     def advanced(self, d):
@@ -118,13 +119,13 @@ class Emitter:
     @staticmethod
     def _cacheable(spec):
         return not isinstance(spec[-1 if spec[0] != "mem" else 3], tuple) and \
-            (spec[0] != "mem" or spec[1] in (0, RL))
+            (spec[0] != "mem" or spec[1] in BASES)
 
     def _cost(self, d, spec):
         st = self.desc[d]
         if spec[0] == "mem":
             _, reg, imm, length, stride = spec
-            cost = int(st.get("kind") != "mem" or reg not in (0, RL)
+            cost = int(st.get("kind") != "mem" or reg not in BASES
                        or st.get("base") != (reg, imm))
             cost += int(isinstance(length, tuple) or st.get("len") != length)
             cost += int(st.get("stride") != stride)
@@ -138,10 +139,10 @@ class Emitter:
         st, c = self.desc[d], self.c
         if spec[0] == "mem":
             _, reg, imm, length, stride = spec
-            if st.get("kind") != "mem" or reg not in (0, RL) or st.get("base") != (reg, imm):
+            if st.get("kind") != "mem" or reg not in BASES or st.get("base") != (reg, imm):
                 c.dmem(d, reg, imm)
                 st["kind"] = "mem"
-                if reg in (0, RL):
+                if reg in BASES:
                     st["base"] = (reg, imm)
                 else:
                     st.pop("base", None)
@@ -220,6 +221,10 @@ class CoreGen:
     def A(self, name, offset=0):
         """(register, immediate) of SRAM region ``name`` (+ offset)."""
         cp = self.cp
+        if name in ("k", "vt"):
+            if self.loop:
+                return (RKV, cp.kv_offset(name) + offset)
+            return (0, cp.addr(name, self.layer) + offset)
         if name in cp.block:
             if self.loop:
                 return (RL, cp.block[name].address + offset)
@@ -548,8 +553,8 @@ class CoreGen:
 
     def _owner_skip(self):
         skip = self.e.new_label("notowner")
-        self.ld(13, "own")                  # r1 may hold a value going round the row
-        self.e.branch("beq", 13, 0, skip)
+        self.ld(2, "own")                   # r1 may hold a value going round the row
+        self.e.branch("beq", 2, 0, skip)
         return skip
 
     def append_k(self):
@@ -560,7 +565,7 @@ class CoreGen:
         c.li(7, rdw)
         c.mul(7, 6, 7)
         if self.loop:
-            c.add(7, 7, RL)
+            c.add(7, 7, RKV)
         self.V("vmov", ("mem", 7, self.A("k")[1], rdw, 1), self.M("qkvb", rdw, rdw))
         self.e.label(skip)
 
@@ -573,7 +578,7 @@ class CoreGen:
         self.ld(6, "nloc")
         c.srli(7, 6, 2)
         if self.loop:
-            c.add(7, 7, RL)
+            c.add(7, 7, RKV)
         c.andi(8, 6, 3)
         c.slli(8, 8, 3)
         c.li(9, 255)
@@ -826,10 +831,12 @@ class CoreGen:
             self.embedding()
         if self.loop:
             c.li(RL, self.cp.block_base)
+            c.li(RKV, self.cp.addr("kv"))
             c.li(RCOUNT, geo.L)
             e.loop_label("layer")
             self.layer_body()
             c.addi(RL, RL, self.cp.block_words)
+            c.addi(RKV, RKV, self.cp.kv_words)
             e.r15_changed()
             c.dbnz(RCOUNT, "layer")
         else:

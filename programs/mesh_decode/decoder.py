@@ -215,6 +215,24 @@ class MeshDecoder:
             out.append(layer)
         return out
 
+    def kv_delivery(self, cache):
+        """The KV cache of ``cache`` as one message for the mesh delivery engine
+        (docs/ARCHITECTURE.md section 12, "Delivery into the mesh"): (address, words per tile
+        N, message). Region x0 = y0 = 0, w = W, h = H: tile (x, y) receives message words
+        ((y W + x) N) .. + N - 1 and stores them at ``address``, the same on every core: per
+        layer, K (slot s = position div W of the positions p = x mod W, d/H int8 of row y's
+        dims, four per word) then V^T (row y's dims x slots, four slots per word)."""
+        geo = self.geo
+        kv = self._kv_words(cache)
+        cps = self.plan.cores
+        address = cps[(0, 0)].addr("kv")
+        n = geo.L * cps[(0, 0)].kv_words
+        assert all(cp.addr("kv") == address and cp.kv_words * geo.L == n for cp in cps.values())
+        message = np.concatenate([np.concatenate([np.concatenate(kv[l][(x, y)])
+                                                  for l in range(geo.L)])
+                                  for y in range(geo.H) for x in range(geo.W)])
+        return address, n, message.astype(np.uint32)
+
     def program(self, cache, token, steps=1, end=None):
         """The :class:`MeshProgram` of ``steps`` decode steps from ``cache`` and the last
         generated ``token`` (stopping early after ``end`` when given)."""

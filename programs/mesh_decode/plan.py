@@ -150,10 +150,17 @@ class CorePlan:
     block: dict = field(default_factory=dict)        # per layer: name -> Region (offsets)
     block_base: int = 0
     block_words: int = 0
+    kv_words: int = 0            # per layer: K (slots x d/H int8) then V^T (d/H x slots)
+    k_words: int = 0
     layers: int = 0
     total: int = 0
 
+    def kv_offset(self, name):
+        return 0 if name == "k" else self.k_words
+
     def addr(self, name, layer=None):
+        if name in ("k", "vt"):
+            return self.regions["kv"].address + layer * self.kv_words + self.kv_offset(name)
         if layer is None:
             return self.regions[name].address
         return self.block_base + layer * self.block_words + self.block[name].address
@@ -187,6 +194,9 @@ def _core_plan(geo, x, y):
     a = _Alloc(cp.regions)
     for name in STATE_WORDS:
         a(name, 1, "state")
+    cp.k_words = geo.ml * geo.rdw
+    cp.kv_words = cp.k_words + geo.rd * geo.vtw
+    a("kv", geo.L * cp.kv_words, "kv")        # at the same address on every core
     a("exp", EXP_ENTRIES, "tables")
     a("wout", geo.vn(y) * geo.cdw, "weights")
     if not south:
@@ -216,8 +226,6 @@ def _core_plan(geo, x, y):
     b("wo", geo.cd * geo.rdw, "weights")
     b("w1", geo.fr * geo.cdw, "weights")
     b("w2", geo.cd * geo.frw, "weights")
-    b("k", geo.ml * geo.rdw, "kv")
-    b("vt", geo.rd * geo.vtw, "kv")
     b("consts", len(LAYER_CONSTS), "consts")
     b("qkvb", 2 * geo.rdw + geo.rd, "buffers")
     if not south:
@@ -244,7 +252,7 @@ def _core_plan(geo, x, y):
 
 
 _BIG = {"wqkv": "W_qkv block", "wo": "W_o block", "w1": "W1 block", "w2": "W2 block",
-        "k": "K cache", "vt": "V cache", "tok_emb": "token embeddings",
+        "kv": "KV cache", "tok_emb": "token embeddings",
         "pos_emb": "position embeddings", "wout": "W_out block", "gelu0": "GELU table"}
 
 
@@ -281,6 +289,10 @@ class Plan:
             if code_sizes:
                 line += f" {code_sizes[(x, y)]:>6}"
             lines.append(line)
+        c0 = self.cores[(0, 0)]
+        lines.append(f"  KV cache at words {c0.addr('kv')}..{c0.addr('kv') + geo.L * c0.kv_words - 1} "
+                     f"of every core: per layer K ({geo.ml} slots x {geo.rdw} words) then V^T "
+                     f"({geo.rd} dims x {geo.vtw} words)")
         w = self.worst
         lines.append(f"  max {self.max_words} words on core ({w.x},{w.y}) of {cfg.sram_words} "
                      f"({100 * self.max_words / cfg.sram_words:.1f}%)")
