@@ -65,10 +65,11 @@ class MeshDecoder:
     requantize multipliers of an op are pre-scaled to the largest shift of that op over the
     layers), or False for the layers unrolled; None chooses the loop when it is exact."""
 
-    def __init__(self, model, config, layer_loop=None):
+    def __init__(self, model, config, layer_loop=None, keep_intermediates=True):
         self.model, self.config = model, config
         self.dims = ModelDims.of(model)
-        self.plan = plan(self.dims, config)
+        self.plan = plan(self.dims, config, keep_intermediates)
+        self.keep_intermediates = keep_intermediates
         self.geo = geo = self.plan.geometry
         self._constants(layer_loop)
         mb = MeshBuilder(config, f"decode-{config.shape}")

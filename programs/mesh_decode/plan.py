@@ -161,7 +161,7 @@ class CorePlan:
     def addr(self, name, layer=None):
         if name in ("k", "vt"):
             return self.regions["kv"].address + layer * self.kv_words + self.kv_offset(name)
-        if layer is None:
+        if layer is None or name in self.regions:
             return self.regions[name].address
         return self.block_base + layer * self.block_words + self.block[name].address
 
@@ -187,7 +187,9 @@ class _Alloc:
             self.next += int(words)
 
 
-def _core_plan(geo, x, y):
+def _core_plan(geo, x, y, keep=True):
+    """Core (x, y)'s SRAM map. ``keep``: the working buffers of every layer apart (so every
+    layer's intermediate tensors can be read after a run), else shared by the layers."""
     W, H = geo.W, geo.H
     east, south = x == W - 1, y == H - 1
     cp = CorePlan(x, y, layers=geo.L)
@@ -220,6 +222,28 @@ def _core_plan(geo, x, y):
         for name, words in (("xp", geo.cdw), ("ut", geo.cdw), ("x0", geo.cd), ("xcur", geo.cd),
                             ("hf", geo.cd), ("hpf", geo.cdw)):
             a(name, words, "buffers")
+    block = {}
+    b = _Alloc(block)
+    w = b if keep else a                  # where a layer's working buffers go
+    w("qkvb", 2 * geo.rdw + geo.rd, "buffers")
+    if not south:
+        w("xin", geo.cdw, "buffers")
+    if not east:
+        w("yin", max(geo.rdw, geo.frw), "buffers")
+    for name, words in (("s", geo.hl * geo.ml), ("e", geo.hl * geo.ml4), ("t", geo.ml4),
+                        ("pp", geo.vtw), ("maxv", geo.hl), ("sumv", geo.hl), ("op", geo.rd)):
+        w(name, words, "buffers")
+    if east:
+        for name, words in (("qkvacc", 3 * geo.rd), ("q32", geo.rd), ("k32", geo.rd),
+                            ("osum", geo.rd), ("o32", geo.rd), ("opk", geo.rdw),
+                            ("uacc", geo.fr), ("u32", geo.fr), ("g32", geo.fr),
+                            ("gpk", geo.frw)):
+            w(name, words, "buffers")
+    if south:
+        for name, words in (("hp1", geo.cdw), ("h1", geo.cd), ("aacc", geo.cd), ("a32", geo.cd),
+                            ("x1", geo.cd), ("hp2", geo.cdw), ("h2", geo.cd), ("facc", geo.cd),
+                            ("f32", geo.cd), ("x2", geo.cd)):
+            w(name, words, "buffers")
     cp.block_base = a.next
     b = _Alloc(cp.block)
     b("wqkv", 3 * geo.rd * geo.cdw, "weights")
@@ -227,25 +251,8 @@ def _core_plan(geo, x, y):
     b("w1", geo.fr * geo.cdw, "weights")
     b("w2", geo.cd * geo.frw, "weights")
     b("consts", len(LAYER_CONSTS), "consts")
-    b("qkvb", 2 * geo.rdw + geo.rd, "buffers")
-    if not south:
-        b("xin", geo.cdw, "buffers")
-    if not east:
-        b("yin", max(geo.rdw, geo.frw), "buffers")
-    for name, words in (("s", geo.hl * geo.ml), ("e", geo.hl * geo.ml4), ("t", geo.ml4),
-                        ("pp", geo.vtw), ("maxv", geo.hl), ("sumv", geo.hl), ("op", geo.rd)):
-        b(name, words, "buffers")
-    if east:
-        for name, words in (("qkvacc", 3 * geo.rd), ("q32", geo.rd), ("k32", geo.rd),
-                            ("osum", geo.rd), ("o32", geo.rd), ("opk", geo.rdw),
-                            ("uacc", geo.fr), ("u32", geo.fr), ("g32", geo.fr),
-                            ("gpk", geo.frw)):
-            b(name, words, "buffers")
-    if south:
-        for name, words in (("hp1", geo.cdw), ("h1", geo.cd), ("aacc", geo.cd), ("a32", geo.cd),
-                            ("x1", geo.cd), ("hp2", geo.cdw), ("h2", geo.cd), ("facc", geo.cd),
-                            ("f32", geo.cd), ("x2", geo.cd)):
-            b(name, words, "buffers")
+    for name, region in block.items():
+        b(name, region.words, region.category)
     cp.block_words = b.next
     cp.total = cp.block_base + geo.L * cp.block_words
     return cp
@@ -303,15 +310,15 @@ def _geometry_problems(dims, config):
     return Geometry.of(dims, config).problems(config)
 
 
-def _fits(dims, config):
+def _fits(dims, config, keep=True):
     if _geometry_problems(dims, config):
         return False
     geo = Geometry.of(dims, config)
-    return all(_core_plan(geo, x, y).total <= config.sram_words
+    return all(_core_plan(geo, x, y, keep).total <= config.sram_words
                for y in range(config.height) for x in range(config.width))
 
 
-def smallest_fits(dims, config, limit=16):
+def smallest_fits(dims, config, limit=16, keep_intermediates=True):
     """The shapes W x H (up to limit x limit, same SRAM, colors and imem as ``config``) with the
     fewest tiles on which ``dims`` fits: (tiles, [(W, H), ...]), or (None, [])."""
     found = {}
@@ -322,7 +329,7 @@ def smallest_fits(dims, config, limit=16):
                                  sram_words=config.sram_words, imem_words=config.imem_words)
             except Exception:
                 continue
-            if _fits(dims, cfg):
+            if _fits(dims, cfg, keep_intermediates):
                 found.setdefault(w * h, []).append((w, h))
     if not found:
         return None, []
@@ -330,8 +337,8 @@ def smallest_fits(dims, config, limit=16):
     return tiles, sorted(found[tiles], key=lambda s: (abs(s[0] - s[1]), s))
 
 
-def _suggestion(dims, config):
-    tiles, shapes = smallest_fits(dims, config)
+def _suggestion(dims, config, keep):
+    tiles, shapes = smallest_fits(dims, config, keep_intermediates=keep)
     if tiles is None:
         return f"no mesh up to 16x16 with {config.sram_words:,} words per core fits"
     first = shapes[0]
@@ -342,15 +349,17 @@ def _suggestion(dims, config):
     return text
 
 
-def plan(dims, config):
+def plan(dims, config, keep_intermediates=True):
     """The :class:`Plan` of ``dims`` (a :class:`ModelDims`) on ``config``, or a
-    :class:`PlacementError` saying what does not fit and by how much."""
+    :class:`PlacementError` saying what does not fit and by how much. With
+    ``keep_intermediates`` False the layers share their working buffers (only the last
+    layer's intermediate tensors remain readable), which leaves more SRAM to weights."""
     geo = Geometry.of(dims, config)
     problems = geo.problems(config)
     if problems:
         raise PlacementError(f"the model does not tile onto the {config.shape} mesh: "
                              + "; ".join(problems))
-    cores = {(x, y): _core_plan(geo, x, y)
+    cores = {(x, y): _core_plan(geo, x, y, keep_intermediates)
              for y in range(config.height) for x in range(config.width)}
     p = Plan(geo, config, cores)
     w = p.worst
@@ -364,7 +373,7 @@ def plan(dims, config):
         raise PlacementError(
             f"core ({w.x}, {w.y}) of the {config.shape} mesh needs {w.total:,} SRAM words "
             f"(largest: {big}); {config.sram_words:,} available: "
-            f"{w.total - config.sram_words:,} short; {_suggestion(dims, config)}"
+            f"{w.total - config.sram_words:,} short; {_suggestion(dims, config, keep_intermediates)}"
             + (f"; with sram_words >= {w.total:,} the {config.shape} mesh fits"
                if w.total <= 12288 else ""))
     return p
