@@ -570,13 +570,16 @@ class CoreGen:
         self.e.label(skip)
 
     def append_v(self):
-        """The owner stores v, one byte per dim into the transposed cache: lane slot mod 4 of
-        word slot div 4 (off the critical path, while the softmax max goes round)."""
+        """The owner stores v, one byte per dim into the V cache: word (slot div 4, dim) holds
+        the dim of slots 4w..4w+3, one per lane (off the critical path, while the softmax max
+        goes round)."""
         c, geo = self.c, self.geo
         rd, rdw = geo.rd, geo.rdw
         skip = self._owner_skip()
         self.ld(6, "nloc")
         c.srli(7, 6, 2)
+        c.li(8, rd)
+        c.mul(7, 7, 8)
         if self.loop:
             c.add(7, 7, RKV)
         c.andi(8, 6, 3)
@@ -589,7 +592,7 @@ class CoreGen:
         tmp = self.M("op", rd)
         self.V("vand", tmp, self.M("qkvb", rd, 2 * rdw), "r11")
         self.V("vsll", tmp, tmp, "r8")
-        col = ("mem", 7, self.A("vt")[1], rd, geo.vtw)
+        col = ("mem", 7, self.A("vt")[1], rd, 1)
         self.V("vand", col, col, "r9")
         self.V("vor", col, col, tmp)
         self.e.label(skip)
@@ -669,7 +672,8 @@ class CoreGen:
             c.mov(5, 1)
         else:
             self.row_allreduce("sumv", hl, "add", reciprocals)
-        # p = rq(e, r, 23), packed; o_part[dim] = p . v^T[dim]
+        # p = rq(e, r, 23), packed; o_part = sum over slot words w of dot4(V[w], p[w]) (all
+        # dims of the head at once, p[w] repeated by a stride-0 operand)
         self.phase("attention")
         N4, NW = ("r", 4), ("r", 8)
         self.ld(4, "n4")
@@ -679,19 +683,26 @@ class CoreGen:
                 self.ld(5, "sumv", hh)
             t4 = self.M("t", N4)
             self.V("vreq", t4, self.M("e", N4, hh * geo.ml4), 5, shift=PROB_SHIFT)
-            pp = self.M("pp", NW)
-            self.V("vpack", pp, t4)
-            dp, dv = e.operands(pp, self.M("vt", NW, hh * hd * geo.vtw))
-            c.li(3, hd)
-            self.la(2, "op", hh * hd)
+            self.V("vpack", self.M("pp", NW), t4)
+            acc, vw, pw = self.M("op", hd, hh * hd), self.M("vt", hd, hh * hd), \
+                self.M("pp", hd, stride=0)
+            self.V("vdot4", acc, vw, pw)
+            dacc, dv, dp, dt = e.operands(acc, vw, pw, self.M("gt", hd))
+            done = e.new_label("pvdone")
+            c.addi(3, 8, -1)
+            e.branch("bge", 0, 3, done)         # nw <= 1
             top = e.new_label("pv")
             e.loop_label(top)
-            c.vdot4(1, dp, dv, reduce="sum")
-            c.st(1, 0, 2)
-            c.addi(2, 2, 1)
-            c.dadv(dv, 0, geo.vtw)
+            c.dadv(dv, 0, rd)
+            c.dadv(dp, 0, 1)
+            c.vdot4(dt, dv, dp)
+            c.vadd(dacc, dacc, dt)
             c.dbnz(3, top)
             e.advanced(dv)
+            e.advanced(dp)
+            e.label(done)
+            e.advanced(dv)
+            e.advanced(dp)
         self.row_reduce("op", rd, "osum")
         if self.east:
             self.requant("osum", "o32", rd, "o")

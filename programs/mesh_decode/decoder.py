@@ -210,8 +210,9 @@ class MeshDecoder:
                 rs = slice(y * geo.rd, (y + 1) * geo.rd)
                 k = np.zeros((geo.ml, geo.rd), dtype=np.int64)
                 k[:len(ps)] = K[ps, rs]
-                vt = np.zeros((geo.rd, geo.ml4), dtype=np.int64)
-                vt[:, :len(ps)] = V[ps, rs].T
+                v = np.zeros((geo.ml4, geo.rd), dtype=np.int64)
+                v[:len(ps)] = V[ps, rs]
+                vt = v.reshape(geo.vtw, 4, geo.rd).swapaxes(1, 2)     # word, dim, lane
                 layer[(x, y)] = (pack_int8(k).reshape(-1), pack_int8(vt).reshape(-1))
             out.append(layer)
         return out
@@ -222,7 +223,8 @@ class MeshDecoder:
         N, message). Region x0 = y0 = 0, w = W, h = H: tile (x, y) receives message words
         ((y W + x) N) .. + N - 1 and stores them at ``address``, the same on every core: per
         layer, K (slot s = position div W of the positions p = x mod W, d/H int8 of row y's
-        dims, four per word) then V^T (row y's dims x slots, four slots per word)."""
+        dims, four per word) then V (slot words x row y's dims: word (w, e) holds dim e of
+        slots 4w .. 4w + 3, one per lane)."""
         geo = self.geo
         kv = self._kv_words(cache)
         cps = self.plan.cores
@@ -330,11 +332,12 @@ class MeshDecoder:
             sram = result.sram[cfg.tile_index(x, y)]
             ka, va = cp.addr("k", layer), cp.addr("vt", layer)
             k = sram[ka:ka + geo.ml * geo.rdw].view(np.int8).reshape(geo.ml, geo.rd)
-            vt = sram[va:va + geo.rd * geo.vtw].view(np.int8).reshape(geo.rd, geo.ml4)
+            vt = sram[va:va + geo.rd * geo.vtw].view(np.int8).reshape(geo.vtw, geo.rd, 4)
+            v = vt.swapaxes(1, 2).reshape(geo.ml4, geo.rd)
             ps = np.arange(x, length, geo.W)
             rs = slice(y * geo.rd, (y + 1) * geo.rd)
             K[ps, rs] = k[:len(ps)]
-            V[ps, rs] = vt[:, :len(ps)].T
+            V[ps, rs] = v[:len(ps)]
         return K, V
 
     # Reports ----------------------------------------------------------------------------------

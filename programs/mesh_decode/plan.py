@@ -197,7 +197,7 @@ def _core_plan(geo, x, y, keep=True):
     for name in STATE_WORDS:
         a(name, 1, "state")
     cp.k_words = geo.ml * geo.rdw
-    cp.kv_words = cp.k_words + geo.rd * geo.vtw
+    cp.kv_words = cp.k_words + geo.vtw * geo.rd
     a("kv", geo.L * cp.kv_words, "kv")        # at the same address on every core
     a("exp", EXP_ENTRIES, "tables")
     a("wout", geo.vn(y) * geo.cdw, "weights")
@@ -298,8 +298,8 @@ class Plan:
             lines.append(line)
         c0 = self.cores[(0, 0)]
         lines.append(f"  KV cache at words {c0.addr('kv')}..{c0.addr('kv') + geo.L * c0.kv_words - 1} "
-                     f"of every core: per layer K ({geo.ml} slots x {geo.rdw} words) then V^T "
-                     f"({geo.rd} dims x {geo.vtw} words)")
+                     f"of every core: per layer K ({geo.ml} slots x {geo.rdw} words) then V "
+                     f"({geo.vtw} words of 4 slots x {geo.rd} dims)")
         w = self.worst
         lines.append(f"  max {self.max_words} words on core ({w.x},{w.y}) of {cfg.sram_words} "
                      f"({100 * self.max_words / cfg.sram_words:.1f}%)")
