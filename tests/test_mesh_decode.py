@@ -135,6 +135,19 @@ def test_synthetic_d128_on_8x8():
     assert_last_step_exact(dec, run.result, trace, logits, after)
 
 
+@pytest.mark.parametrize("shape", [(4, 8), (1, 2)], ids=["4x8", "1x2"])
+def test_synthetic_small_model_on_odd_shapes(shape):
+    """Four rows share a head (4x8: d/H = 4 dims per row), or a mesh one column wide."""
+    model = random_int_model(d_model=32, n_heads=2, d_ff=64, n_layers=2, vocab=16, seed=3,
+                             context=32)
+    dec = decoder(model, MeshConfig(*shape, sram_words=8192))
+    assert (dec.geo.g, dec.geo.hl) == ((4, 1) if shape == (4, 8) else (1, 1))
+    first, cache, tokens, trace, logits, after = reference(model, [1, 2, 3, 4, 5], 2)
+    run = dec.run(cache, first, steps=2)
+    assert run.tokens == tokens
+    assert_last_step_exact(dec, run.result, trace, logits, after)
+
+
 # Placement ------------------------------------------------------------------------------------------
 
 def test_placement_report(tiny):

@@ -89,7 +89,8 @@ class MeshDecoder:
             raise PlacementError(
                 f"core {worst[0]} of the {config.shape} mesh needs {worst[1]:,} instruction "
                 f"words; {config.imem_words:,} available: {worst[1] - config.imem_words:,} short "
-                f"(a larger imem_words, or the layer loop, fits)")
+                f"(imem_words >= {worst[1]:,} fits"
+                + ("; the layer loop needs fewer" if not self.loop and geo.L > 1 else "") + ")")
         self.base = mb.build()
 
     # Constants ----------------------------------------------------------------------------------
