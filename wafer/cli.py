@@ -3,6 +3,8 @@
     wafer demo [--mesh WxH] [--json]
     wafer run PROGRAM [--mesh WxH] [--backend emulator|verilator|amaranth] [--json]
                       [--size NAME=VALUE ...] [--seed S] [--max-cycles N] [--waves FILE]
+    wafer trace PROGRAM [--mesh WxH] [--backend ...] [--size NAME=VALUE ...] [--png FILE]
+                        [--waves FILE] [--json [FILE]]
     wafer bench gemv [--sizes ...] [--rtl-sizes ...] [--json [FILE]]
     wafer bench prefill [--shapes MxKxN,...] [--bandwidths B,...] [--decode KxN,...]
                         [--decode-bandwidths B,...] [--n N] [--latency L] [--seed S]
@@ -158,6 +160,8 @@ def _parser():
     link.add_argument("--quick", action="store_true",
                       help="a short sweep (4K and 16K messages, 1 and 4 lanes, drop 0 and "
                            "0.05, seeds 1 and 2); explicit options still apply")
+    from wafer.trace import add_parser as add_trace_parser
+    add_trace_parser(commands)
     return parser
 
 
@@ -423,6 +427,9 @@ def main(argv=None):
         elif args.command == "run":
             from wafer.run_program import run_command
             status = run_command(args)
+        elif args.command == "trace":
+            from wafer.trace import trace_command
+            status = trace_command(args)
         elif args.benchmark == "gemv":
             status = _bench_gemv(args)
         elif args.benchmark == "prefill":
