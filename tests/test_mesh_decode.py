@@ -165,6 +165,10 @@ def test_placement_report(tiny):
     kv = sum(cp.by_category()["kv"] for cp in p.cores.values())
     assert kv * 4 == 2 * dims.n_layers * dims.context * dims.d_model
     assert max(dec.code_sizes.values()) <= 1024
+    for tile in ((0, 0), (3, 0), (0, 3), (3, 3)):      # the SRAM map has no gap nor overlap
+        regions = p.core_map(*tile)
+        assert all(a + n == b for (a, n, *_), (b, *_) in zip(regions, regions[1:]))
+        assert regions[0][0] == 0 and regions[-1][0] + regions[-1][1] == p.cores[tile].total
 
 
 def test_kv_cache_as_one_delivery_message(tiny):

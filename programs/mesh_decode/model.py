@@ -53,6 +53,7 @@ class ModelDims:
 
     @property
     def weight_bytes(self):
+        """Bytes of int8 weight matrices (each is used once per token: = macs_per_token)."""
         return self.macs_per_token
 
 

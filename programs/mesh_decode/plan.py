@@ -296,6 +296,10 @@ class Plan:
             if code_sizes:
                 line += f" {code_sizes[(x, y)]:>6}"
             lines.append(line)
+        lines.append("  weights: the W_qkv, W_o, W1, W2 blocks of every layer and a W_out block on "
+                     "every core; tables: exp everywhere, recip and GELU on the east column, "
+                     "rsqrt on the south-east corner; embeddings: the token and position "
+                     "tables' column slices on the south row")
         c0 = self.cores[(0, 0)]
         lines.append(f"  KV cache at words {c0.addr('kv')}..{c0.addr('kv') + geo.L * c0.kv_words - 1} "
                      f"of every core: per layer K ({geo.ml} slots x {geo.rdw} words) then V "
@@ -304,6 +308,17 @@ class Plan:
         lines.append(f"  max {self.max_words} words on core ({w.x},{w.y}) of {cfg.sram_words} "
                      f"({100 * self.max_words / cfg.sram_words:.1f}%)")
         return "\n".join(lines)
+
+
+    def core_map(self, x, y):
+        """Every region of core (x, y): (first word, words, name, category), by address
+        (per-layer regions once per layer, named ``l<k>.<name>``)."""
+        cp = self.cores[(x, y)]
+        out = [(r.address, r.words, r.name, r.category) for r in cp.regions.values()]
+        for layer in range(cp.layers):
+            out += [(cp.addr(r.name, layer), r.words, f"l{layer}.{r.name}", r.category)
+                    for r in cp.block.values()]
+        return sorted(out)
 
 
 def _geometry_problems(dims, config):
