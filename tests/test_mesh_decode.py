@@ -148,6 +148,20 @@ def test_synthetic_small_model_on_odd_shapes(shape):
     assert_last_step_exact(dec, run.result, trace, logits, after)
 
 
+def test_argmax_ties_go_to_the_lowest_index():
+    """W_out's columns 8..15 repeat 0..7, so the largest logit always appears twice, on
+    different rows of the east column (4 logits per row): the token is the lower index."""
+    model = random_int_model(d_model=32, n_heads=2, d_ff=64, n_layers=1, vocab=16, seed=5,
+                             context=32)
+    model.wout[:, 8:] = model.wout[:, :8]
+    dec = MeshDecoder(model, MeshConfig(4, 4))
+    first, cache, tokens, trace, logits, after = reference(model, [4, 2, 7], 3)
+    assert all(t < 8 for t in tokens) and logits.max() == logits[8:].max()
+    run = dec.run(cache, first, steps=3)
+    assert run.tokens == tokens
+    assert np.array_equal(dec.read(run.result, "logits"), logits)
+
+
 # Placement ------------------------------------------------------------------------------------------
 
 def test_placement_report(tiny):
