@@ -448,14 +448,13 @@ class CoreGen:
         self.V("vpack", self.M(dst, n // 4, dst_off), self.M(src, n))
 
     def residual(self, acc, val, xin, xout, op):
-        """South row: val = rq(acc); xout = sat8(xin + val)."""
+        """South row: val = rq(acc); xout = sat8(xin + val) (sat8 as a requantize by 1 with
+        shift 0)."""
         cd = self.geo.cd
         self.requant(acc, val, cd, op)
         self.V("vadd", self.M(xout, cd), self.M(xin, cd), self.M(val, cd))
-        self.c.li(6, 127)
-        self.c.li(7, -128)
-        self.V("vmin", self.M(xout, cd), self.M(xout, cd), "r6")
-        self.V("vmax", self.M(xout, cd), self.M(xout, cd), "r7")
+        self.c.li(6, 1)
+        self.V("vreq", self.M(xout, cd), self.M(xout, cd), 6, shift=0)
 
     # Phases ------------------------------------------------------------------------------------------
 

@@ -364,4 +364,11 @@ class MeshDecoder:
             out["phase_wait_share"] = {p: float(wait[:, k].sum() / max(1, busy[:, k].sum()))
                                        for k, p in enumerate(PHASES) if busy[:, k].sum()}
             out["wait_share"] = float(wait.sum() / total)
+            # The south-east core takes part in every phase (south row and east column): its
+            # timeline is close to the critical path of a step.
+            corner = cfg.tile_index(cfg.width - 1, cfg.height - 1)
+            out["corner_cycles"] = {p: int(busy[corner, k]) for k, p in enumerate(PHASES)
+                                    if busy[corner, k]}
+            out["corner_waits"] = {p: int(wait[corner, k]) for k, p in enumerate(PHASES)
+                                   if busy[corner, k]}
         return out
