@@ -292,12 +292,14 @@ def plot_heatmap(data, path):
     span_x, span_y = width + 0.8, height + 0.8           # data units shown
     left, right, top, bottom = 0.55, 2.1, 0.85, 0.75     # margins, inches
     mesh_w, mesh_h = span_x * cell, span_y * cell
+    area_h = max(mesh_h, 3.2)                            # room for the colorbars' labels
     fig_w = max(left + mesh_w + right, 7.0)
-    fig_h = bottom + mesh_h + top
+    fig_h = bottom + area_h + top
     fig = Figure(figsize=(fig_w, fig_h), dpi=110)
-    ax = fig.add_axes((left / fig_w, bottom / fig_h, mesh_w / fig_w, mesh_h / fig_h))
-    bar_h = min(mesh_h, 4.5)
-    bar_y = (bottom + (mesh_h - bar_h) / 2) / fig_h
+    ax = fig.add_axes((left / fig_w, (bottom + (area_h - mesh_h) / 2) / fig_h, mesh_w / fig_w,
+                       mesh_h / fig_h))
+    bar_h = min(area_h, 4.5)
+    bar_y = (bottom + (area_h - bar_h) / 2) / fig_h
     link_ax = fig.add_axes(((left + mesh_w + 0.25) / fig_w, bar_y, 0.16 / fig_w, bar_h / fig_h))
     busy_ax = fig.add_axes(((left + mesh_w + 1.25) / fig_w, bar_y, 0.16 / fig_w, bar_h / fig_h))
 
@@ -305,7 +307,7 @@ def plot_heatmap(data, path):
     link_cmap = LinearSegmentedColormap.from_list(
         "links", colormaps["YlOrRd"](np.linspace(0.3, 1.0, 64)))
     peak = max((link["utilization"] for link in data["links"]), default=0.0)
-    link_norm = Normalize(0, max(peak, 1e-9))
+    link_norm = Normalize(0, peak if peak > 0 else 1)
 
     tiles = {tuple(t["tile"]): t for t in data["tiles"]}
     squares = [Rectangle((x - _HALF, y - _HALF), 2 * _HALF, 2 * _HALF) for x, y in tiles]
