@@ -7,10 +7,10 @@ messages meet their receivers in program order):
 2. per layer (a loop over identical per-layer SRAM blocks addressed from r15, or unrolled):
    RMS norm (south row; the sum of squares is a row all-reduce, the east end takes rsqrt by
    clz and table), GEMV type A W_qkv, requantize q, k, v (east column) and send them west along
-   each row, append k, v to the KV cache on the core that owns the position, scores, softmax
-   (row all-reduces of the max and of the sum, the east end takes the reciprocals), P V, the
-   row reduction of o, GEMV type B W_o, residual, RMS norm, GEMV type A W1, GELU by table,
-   GEMV type B W2, residual;
+   each row, append k to the KV cache on the core that owns the position, scores, softmax
+   (row all-reduces of the max and of the sum, the east end takes the reciprocals; v goes
+   into the cache while the max goes round), P V, the row reduction of o, GEMV type B W_o,
+   residual, RMS norm, GEMV type A W1, GELU by table, GEMV type B W2, residual;
 3. final RMS norm, GEMV type A W_out, argmax (key = logit x 2^b + (2^b - 1 - index), a max down
    the east column), the token back to every core (UP the east column, WEST along every row),
    the step state updated; loop while steps remain and the token is not END.

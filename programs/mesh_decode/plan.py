@@ -9,17 +9,24 @@ The tiling (H rows j = 0..H-1 north to south, W columns i = 0..W-1 west to east)
   a d_model vector, d_ff/H of a d_ff one, ceil(V/H) logits).
 * **GEMV type A** (C -> R: W_qkv, W1, W_out): the input goes up every column from the south row
   (color UP), core (i, j) holds the block W^T[row slice j, column slice i] (int8, four per word),
-  and the partial sums run east along every row (colors ROW0/ROW1, fused into the dot-product
-  loop), ending on the east column.
+  computes its n_out partial sums (a ``vdot4.sum`` per output, or for short rows a ``vdot4``
+  per input word over all outputs with the word repeated by a stride-0 operand, then
+  ``vadd``), and the partial sums stream east along every row (colors ROW0/ROW1, a ``vadd``
+  of the incoming stream and the local sums per core), ending on the east column.
 * **GEMV type B** (R -> C: W_o, W2): the input goes west along every row from the east column
   (color WEST), core (i, j) holds W^T[column slice i, row slice j], and the partial sums run
   south along every column (COL0/COL1), ending on the south row.
 * **Attention**: row j owns dims slice j of q, k, v (n_heads / H whole heads, or 1 / g of a head
   when g = H / n_heads rows share one head); position p of the KV cache lives on column p mod W
-  (local slot p div W): K as packed int8 rows (slot x d/H), V transposed (dim x slot, four slots
-  per word) for ``vdot4`` against the packed probabilities. Softmax max and sum are row
-  all-reduces (east, then back WEST); g > 1 rows of a head add their partial scores down the
-  column (COL0/COL1) and share them back north (GROUP_UP).
+  (local slot p div W), in one region at the same address on every core (the delivery engine
+  can write it as one message): per layer K as packed int8 rows (slot x d/H dims) and V as
+  (slot word x dim) words of four slots, so that P V is a ``vdot4`` over all dims per four
+  keys. Softmax max and sum are row all-reduces (east, then back WEST; the east end takes the
+  reciprocal); g > 1 rows of a head add their partial scores down the column (COL0/COL1) and
+  share them back north (GROUP_UP).
+* **Argmax and the next token**: the east column's logits become keys logit x 2^b + (2^b - 1
+  - index), the largest wins down the east column (COL0/COL1), and the south-east core sends
+  the token UP the east column and every east core WEST along its row.
 """
 
 from dataclasses import dataclass, field
