@@ -172,6 +172,10 @@ class MeshDecoder:
         :class:`KVCache` of batch 1, its positions 0..length-1) in this placement."""
         geo = self.geo
         pos = int(cache.length)
+        if getattr(cache, "batch", 1) != 1:
+            raise ValueError(f"the mesh decodes one sequence; the cache holds {cache.batch}")
+        if len(cache.layers) != geo.L:
+            raise ValueError(f"the cache has {len(cache.layers)} layers, the model {geo.L}")
         if not 0 <= pos < geo.C:
             raise ValueError(f"position {pos} is outside the context of {geo.C}")
         if steps < 1 or pos + steps > geo.C:
