@@ -1,8 +1,10 @@
 """The ``wafer`` command line.
 
-    wafer demo [--mesh WxH] [--json]
+    wafer run [--prompt P] [--mesh WxH] [--backend emulator] [--json] [--clock-mhz F]
+              [--drop P] [--seed S]
     wafer run PROGRAM [--mesh WxH] [--backend emulator|verilator|amaranth] [--json]
                       [--size NAME=VALUE ...] [--seed S] [--max-cycles N] [--waves FILE]
+    wafer demo [--mesh WxH] [--json]
     wafer trace PROGRAM [--mesh WxH] [--backend ...] [--size NAME=VALUE ...] [--png FILE]
                         [--waves FILE] [--json [FILE]]
     wafer bench gemv [--sizes ...] [--rtl-sizes ...] [--json [FILE]]
@@ -13,6 +15,10 @@
                        [--json [FILE]] [--quick]
     wafer bench link [--sizes 16K,256K,1M] [--lanes 1,2,4] [--drops 0,0.001,0.01,0.05]
                      [--seeds 1,2,3,4] [--json [FILE]] [--plot FILE] [--quick]
+
+``wafer run`` without PROGRAM is the main demo: disaggregated inference of the tiny
+transformer (prefill on the prefill engine, the KV cache over the packet link, decode on the
+mesh; :mod:`programs.system`), on the emulators; ``wafer demo`` is the fabric demo.
 
 Mistakes in what was asked (a bad mesh shape, a load out of range, an assembly error) print one
 line and exit with status 2; a benchmark whose RTL and emulator results differ, and a program
@@ -47,20 +53,38 @@ def _parser():
                       help="print a machine-readable JSON report instead of the readable one")
 
     run = commands.add_parser(
-        "run", help="run a program on the mesh (emulator, Verilator or Amaranth)",
-        description="Run an example kernel (checked against numpy) or an assembly file to "
-                    "completion, and print results, cycles, speed and counters.")
-    run.add_argument("program", metavar="PROGRAM",
+        "run", help="without PROGRAM: disaggregated inference end to end (the main demo); "
+                    "with PROGRAM: a program on the mesh (emulator, Verilator or Amaranth)",
+        description="Without PROGRAM: the tiny transformer answers --prompt with prefill on "
+                    "the prefill engine, its KV cache sent over the packet link and delivered "
+                    "into the mesh, and decode on the mesh, on the emulators; prints the answer "
+                    "(checked against the integer reference), the cycles of every phase, time "
+                    "to first token, tokens per second at a nominal clock and counters (exit "
+                    "status 1 if the tokens differ from the reference). With PROGRAM: run an "
+                    "example kernel (checked against numpy) or an assembly file to completion, "
+                    "and print results, cycles, speed and counters.")
+    run.add_argument("program", metavar="PROGRAM", nargs="?",
                      help="an example kernel (allreduce, broadcast, column_reduce, dot, gemv, "
-                          "vector_add) or an assembly file (.s)")
+                          "vector_add) or an assembly file (.s); none: the disaggregated demo")
     run.add_argument("--mesh", metavar="WxH",
-                     help="mesh shape (kernels: default 4x4; assembly: the file's .mesh)")
+                     help="mesh shape (demo and kernels: default 4x4; assembly: the file's "
+                          ".mesh)")
+    run.add_argument("--prompt", default=None, metavar="P",
+                     help="demo: the prompt, a+b= with a, b of 1 to 3 digits (default: "
+                          "123+459=)")
+    run.add_argument("--clock-mhz", type=float, default=None, metavar="F",
+                     help="demo: the nominal clock for times and tokens per second (default: "
+                          "1000 MHz)")
+    run.add_argument("--drop", type=float, default=None, metavar="P",
+                     help="demo: probability that the link drops a packet, every lane "
+                          "(default: 0)")
     run.add_argument("--backend", choices=("emulator", "verilator", "amaranth"),
                      default="emulator", help="simulator (default: %(default)s)")
     run.add_argument("--json", action="store_true", help="print a JSON report")
     run.add_argument("--size", action="append", metavar="NAME=VALUE",
                      help="a kernel size parameter, e.g. --size rows_per_core=16 (repeatable)")
-    run.add_argument("--seed", type=int, default=0, help="kernel data seed (default: 0)")
+    run.add_argument("--seed", type=int, default=0,
+                     help="kernel data seed; demo: the link's fault seed (default: 0)")
     run.add_argument("--max-cycles", type=int, default=1_000_000, metavar="N",
                      help="stop after N cycles (default: %(default)s)")
     run.add_argument("--stall-limit", type=int, default=200, metavar="N",
@@ -418,6 +442,23 @@ def _demo(args):
     return run_demo(args)
 
 
+def _run(args):
+    """``wafer run``: the disaggregated demo without PROGRAM, else the program."""
+    demo_only = {"--prompt": args.prompt, "--clock-mhz": args.clock_mhz, "--drop": args.drop}
+    if args.program is None:
+        from wafer.system_demo import DEFAULT_PROMPT, system_command
+        args.prompt = DEFAULT_PROMPT if args.prompt is None else args.prompt
+        args.clock_mhz = 1000.0 if args.clock_mhz is None else args.clock_mhz
+        args.drop = 0.0 if args.drop is None else args.drop
+        return system_command(args)
+    for option, value in demo_only.items():
+        if value is not None:
+            raise UsageError(f"{option} applies to the disaggregated demo (wafer run without "
+                             f"PROGRAM), not to {args.program}")
+    from wafer.run_program import run_command
+    return run_command(args)
+
+
 def main(argv=None):
     """Entry point of the ``wafer`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -425,8 +466,7 @@ def main(argv=None):
         if args.command == "demo":
             status = _demo(args)
         elif args.command == "run":
-            from wafer.run_program import run_command
-            status = run_command(args)
+            status = _run(args)
         elif args.command == "trace":
             from wafer.trace import trace_command
             status = trace_command(args)

@@ -1,0 +1,360 @@
+"""Disaggregated inference of the tiny transformer, end to end on the emulators: the prompt's
+prefill on the prefill engine, its KV cache and first token over the packet link, delivered
+into the mesh's SRAMs, and the decode loop on the mesh, every phase cycle-exact and the tokens
+equal to :meth:`programs.transformer.model.IntModel.generate_int`.
+
+:func:`run_disaggregated` runs these phases **one after another, with no overlap** (each starts
+when the previous one has finished; cycles add up):
+
+1. **prefill** (:mod:`programs.prefill_compiler`): the whole prompt as one command stream on
+   :class:`emulator.prefill.PrefillEmulator`; the outputs land in its DRAM at
+   :attr:`PrefillPlan.layout`: per layer K and V (M x d int8), the last token's hidden state x,
+   its logits and the first generated token (the argmax, on the engine).
+2. **pack**: K, V and the first token are read from that DRAM and packed into one message in
+   the mesh decoder's layout: for every tile (row-major, as the delivery engine splits a
+   message) the N words of its SRAM from word 0: the decode step state
+   (:data:`programs.mesh_decode.plan.STATE_WORDS`: steps, the first token, its position, the
+   column phase, ...; what :meth:`MeshDecoder.state_segments` writes) followed by the tile's KV
+   cache region exactly as :meth:`MeshDecoder.kv_delivery` lays it out (checked equal). The
+   region covers the whole context (64 positions), so most of it is zeros for a short prompt.
+   x and the logits are not sent: a decode step starts from the embedding of the last token,
+   so the mesh needs the first token and its position, not the hidden state behind it.
+3. **link** (:class:`emulator.link.LinkEmulator`, optional seeded faults): the message from the
+   engine's side to the receive buffer of the mesh's side; its cycles run from the command to
+   the *receiver's* done (every word in the buffer), which is what delivery waits for. The
+   sender's done (every ACK back) is reported too.
+4. **delivery** (:class:`emulator.mesh_delivery.DeliveryModel` reading the receiver's buffer,
+   :func:`emulator.mesh_delivery.run_delivery`): the message streamed into the mesh's west edge
+   while every core runs :func:`programs.delivery.receive_code` (keep N words at SRAM word 0)
+   over SRAM images that already hold the decode program's resident weights and tables; cycles
+   until the engine is done and every core has halted. The SRAMs are then checked: every tile
+   holds its N words and nothing else changed.
+5. **decode** (:class:`programs.mesh_decode.MeshDecoder`): the decode program is loaded with the
+   SRAMs as the delivery left them and runs until every core halts (the loop stops after END or
+   when the answer's budget of tokens is used, as ``generate_int`` does). The cycle at which the
+   south-east core stores each token gives the per-token cycles.
+
+Why two mesh runs (receive, then decode) rather than one program: the decode program's branch
+targets are absolute instruction addresses, so the receive code cannot be spliced in front of
+it after the fact, and putting it there would need a prelude hook in the decode compiler. The
+instruction-memory load between the two runs is not modelled (0 cycles here); on a chip the
+13 to 16 receive instructions would sit in front of the decode code. The delivery uses the
+mesh's last color, which the decode routes leave free, so a single-program version could keep
+it.
+
+Time to first token, as reported: prefill + transfer (link + delivery) + the first decode step
+(the first token the mesh produces, the answer's second). The answer's first token itself is
+known on the engine when the prefill ends (also reported).
+
+Not modelled: the RTL system top (the engine, link and mesh RTL exist apart; this runs their
+emulators, which the lockstep tests hold to the RTL), overlap of the phases (e.g. sending
+layer 0's KV while layer 1 computes), and the host's instruction loads.
+"""
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from emulator import MeshEmulator
+from emulator.link import LinkEmulator
+from emulator.mesh_delivery import DeliveryCommand, DeliveryModel, run_delivery
+from mesh import MeshConfig, MeshProgram
+from mesh.link import LinkConfig
+
+from .delivery import Region, delivery_program
+from .mesh_decode import MeshDecoder
+from .prefill_compiler import DEFAULT_CONFIG, compile_prefill, run_prefill
+from .transformer import task
+from .transformer.model import IntModel, KVCache
+
+__all__ = ["SystemRun", "SystemFailure", "run_disaggregated", "decode_message", "BACKENDS"]
+
+BACKENDS = ("emulator",)
+
+_MODEL = None
+_DECODERS = {}
+
+
+class SystemFailure(RuntimeError):
+    """A phase that did not do its job (the link failed, a delivery left wrong SRAM)."""
+
+
+def _default_model():
+    global _MODEL
+    if _MODEL is None:
+        _MODEL = IntModel.load()
+    return _MODEL
+
+
+def _decoder(model, config):
+    """The :class:`MeshDecoder` of ``model`` on ``config`` (compiled once per process)."""
+    key = (id(model), config)
+    if key not in _DECODERS:
+        _DECODERS[key] = (model, MeshDecoder(model, config))
+    return _DECODERS[key][1]
+
+
+def _mesh_config(mesh):
+    if isinstance(mesh, MeshConfig):
+        return mesh
+    return MeshConfig.parse_shape(mesh)
+
+
+@dataclass
+class SystemRun:
+    """What :func:`run_disaggregated` did.
+
+    ``tokens``: the generated tokens (the engine's first, then the mesh's); ``reference``: those
+    of ``IntModel.generate_int``; ``exact``: equal; ``correct``: the answer is right
+    (:func:`programs.transformer.task.check`). ``prefill``, ``link``, ``delivery``, ``decode``:
+    per-phase dicts (cycles and counters, see :meth:`report`); ``ttft``: time to first token
+    split by phase; ``total_cycles``: every phase's cycles summed."""
+    prompt: str
+    mesh: str
+    backend: str
+    tokens: list
+    reference: list
+    prefill: dict
+    link: dict
+    delivery: dict
+    decode: dict
+    ttft: dict = field(default_factory=dict)
+
+    @property
+    def text(self):
+        return task.detokenize(self.tokens)
+
+    @property
+    def answer(self):
+        """The answer as a number's digits, most significant first (the model writes them
+        least significant first, then END)."""
+        digits = self.tokens[:self.tokens.index(task.END)] if task.END in self.tokens \
+            else self.tokens
+        return task.detokenize(digits)[::-1]
+
+    @property
+    def exact(self):
+        return self.tokens == self.reference
+
+    @property
+    def correct(self):
+        return task.check(self.prompt, self.tokens)
+
+    @property
+    def transfer_cycles(self):
+        return self.link["cycles"] + self.delivery["cycles"]
+
+    @property
+    def total_cycles(self):
+        return self.prefill["cycles"] + self.transfer_cycles + self.decode["cycles"]
+
+    def report(self, clock_mhz=1000.0):
+        """The JSON-ready report; times in microseconds and rates at ``clock_mhz``."""
+        us = lambda cycles: round(cycles / clock_mhz, 3)
+        step = self.decode["cycles_per_token"]
+        generated = len(self.tokens)
+        return {
+            "prompt": self.prompt, "mesh": self.mesh, "backend": self.backend,
+            "tokens": self.tokens, "text": self.text, "answer": self.answer,
+            "reference": self.reference, "exact": self.exact, "correct": self.correct,
+            "clock_mhz": clock_mhz,
+            "phases": {
+                "prefill": self.prefill,
+                "transfer": {"cycles": self.transfer_cycles, "link": self.link,
+                             "delivery": self.delivery},
+                "decode": self.decode,
+            },
+            "sequential": True,
+            "ttft": {**self.ttft, "us": us(self.ttft["cycles"])},
+            "total_cycles": self.total_cycles,
+            "total_us": us(self.total_cycles),
+            "tokens_per_second": {
+                "decode": round(clock_mhz * 1e6 / step, 1) if step else None,
+                "end_to_end": round(generated * clock_mhz * 1e6 / self.total_cycles, 1),
+            },
+        }
+
+
+def decode_message(decoder, cache, token, steps, end):
+    """(words per tile N, message): the decode state and KV cache as one delivery message, tile
+    (x, y)'s N words (its SRAM words 0 .. N - 1) at message word (y W + x) N. Built from
+    :meth:`MeshDecoder.state_segments`, its KV part checked equal to
+    :meth:`MeshDecoder.kv_delivery`'s message."""
+    cfg = decoder.config
+    segs = decoder.state_segments(cache, token, steps, end)
+    kv_address, kv_words, kv_message = decoder.kv_delivery(cache)
+    n = kv_address + kv_words
+    tiles = [(x, y) for y in range(cfg.height) for x in range(cfg.width)]
+    message = np.zeros((len(tiles), n), dtype=np.uint32)
+    for t, tile in enumerate(tiles):
+        for address, words in segs[tile].items():
+            words = np.asarray(words, dtype=np.uint32)
+            if address + words.size > n:
+                raise AssertionError(f"decode state word {address} of tile {tile} is outside "
+                                     f"the delivered words 0..{n - 1}")
+            message[t, address:address + words.size] = words
+    if not np.array_equal(message[:, kv_address:].reshape(-1), kv_message):
+        raise AssertionError("the KV cache of the message differs from kv_delivery's")
+    return n, message.reshape(-1)
+
+
+def _cache_from_prefill(outputs, layers, heads):
+    """A :class:`KVCache` (batch 1) of the prefill's K and V (M x d int8 each per layer)."""
+    cache = KVCache(1)
+    cache.layers = [None] * layers
+    for l in range(layers):
+        kv = []
+        for name in ("k", "v"):
+            a = np.asarray(outputs[f"l{l}.{name}"], dtype=np.int64)
+            M, d = a.shape
+            kv.append(a.reshape(M, heads, d // heads).transpose(1, 0, 2)[None])
+        cache.layers[l] = tuple(kv)
+    cache.length = int(np.asarray(outputs["l0.k"]).shape[0])
+    return cache
+
+
+def _phase(progress, name, cycle=None):
+    if progress is not None:
+        progress(name, cycle)
+
+
+def run_disaggregated(prompt, mesh="4x4", prefill_config=None, link_config=None, faults=None,
+                      seed=0, backend="emulator", *, model=None, progress=None):
+    """Run ``prompt`` ("a+b=") through prefill on the engine, the link, delivery into the mesh
+    and decode on the mesh (see the module docstring); return a :class:`SystemRun`.
+
+    ``mesh``: "WxH" or a :class:`MeshConfig`; ``prefill_config``: a
+    :class:`mesh.prefill.PrefillConfig` (default :data:`DEFAULT_CONFIG`); ``link_config``: a
+    :class:`LinkConfig` (default ``LinkConfig()``); ``faults``, ``seed``: the link channels'
+    (:func:`emulator.channel.make_channels`); ``backend``: "emulator" (the only one: there is
+    no RTL system top). ``progress(phase, cycle)`` is called as phases start and during the
+    mesh runs."""
+    if backend not in BACKENDS:
+        raise ValueError(f"the disaggregated system runs on the emulator only (backend "
+                         f"{backend!r}: there is no RTL system top)")
+    model = _default_model() if model is None else model
+    tokens = task.tokenize(prompt)
+    task.parse_prompt(prompt)
+    config = _mesh_config(mesh)
+    decoder = _decoder(model, config)          # refuses a mesh the model does not fit first
+    link_config = LinkConfig() if link_config is None else link_config
+    reference = model.generate_int(prompt)
+    budget = min(task.MAX_ANSWER, model.config["context"] - len(tokens))
+
+    # 1. Prefill on the engine; its outputs from its DRAM.
+    _phase(progress, "prefill")
+    plan = compile_prefill(model, tokens, prefill_config or DEFAULT_CONFIG)
+    pre = run_prefill(plan, "emulator")
+    out = pre.outputs
+    first = int(out["token"])
+    n = plan.config.n
+    prefill = {"cycles": pre.cycles, "prompt_tokens": len(tokens), "first_token": first,
+               "phase_cycles": pre.phase_cycles, "dma_bytes": plan.dma_bytes,
+               "dram_bytes_per_cycle": round(pre.dram_bytes_per_cycle, 3),
+               "array": f"{n}x{n}", "macs": int(pre.counters.get("macs", 0)),
+               "array_utilization": round(pre.counters.get("macs", 0)
+                                          / (pre.cycles * n * n), 4)}
+
+    steps = budget - 1 if first != task.END else 0
+    generated = [first]
+    link = {"cycles": 0}
+    delivery = {"cycles": 0}
+    decode = {"cycles": 0, "steps": 0, "token_cycles": [], "step_cycles": [],
+              "cycles_per_token": 0}
+    if steps:
+        # 2. Pack the decode state and the KV cache into the mesh's delivery message.
+        cache = _cache_from_prefill(out, len(model.layers), model.config["n_heads"])
+        words, message = decode_message(decoder, cache, first, steps, task.END)
+        if message.size > link_config.buffer_words:
+            raise ValueError(f"the {message.size}-word message does not fit the link's "
+                             f"{link_config.buffer_words}-word receive buffer")
+        # 3. The link.
+        _phase(progress, "link")
+        lk = LinkEmulator(link_config, faults=faults, seed=seed)
+        sent = lk.send(message)
+        if not sent.ok:
+            raise SystemFailure(f"the link did not deliver the KV message: "
+                              f"{sent.error.name} {sent.error_message}")
+        if not np.array_equal(sent.words, message):
+            raise SystemFailure("the link's receive buffer differs from the message sent")
+        link = {"cycles": sent.rx_done_cycle - sent.start_cycle,
+                "sender_done_cycles": sent.done_cycle - sent.start_cycle,
+                "message_words": int(message.size), "message_bytes": 4 * int(message.size),
+                "words_per_tile": words, "lanes": link_config.lanes,
+                "lane_width": link_config.lane_width, "latency": link_config.latency,
+                "packets": sent.sent, "retransmits": sent.retransmits,
+                "timeouts": sent.timeouts, "nacks": sent.nacks_sent,
+                "lanes_dead": sent.lanes_dead, "channel_drops": sent.channels["dropped"],
+                "channel_lost_dead": sent.channels["lost_dead"],
+                "goodput": round(sent.goodput, 4), "seed": seed}
+
+        # 4. Delivery into the mesh: the receive program over the resident weights.
+        _phase(progress, "delivery")
+        base_sram = decoder.base.sram()
+        color = config.colors - 1
+        receive = delivery_program(config, Region(0, 0, config.width, config.height), color,
+                                   words, base=0, name="kv-delivery")
+        images = {}
+        for idx, image in enumerate(receive.program.images):
+            images[config.tile_xy(idx)] = replace(image, sram=decoder.base.images[idx].sram)
+        mesh_emu = MeshEmulator(MeshProgram(config, images, receive.program.routes,
+                                            name="kv-delivery"))
+        engine = DeliveryModel(config, lk.rx.buffer)
+        dr = run_delivery(mesh_emu, engine, DeliveryCommand(**receive.command_fields(src=0)))
+        want = base_sram.copy()
+        want[:, :words] = message.reshape(config.tiles, words)
+        if not np.array_equal(dr.result.sram, want):
+            bad = np.flatnonzero((dr.result.sram != want).any(axis=1))
+            raise SystemFailure(f"the delivery left wrong SRAM on {bad.size} tile(s), e.g. "
+                              f"{config.tile_xy(int(bad[0]))}")
+        delivery = {"cycles": dr.cycles, "engine_done_cycle": dr.done_cycle - dr.taken_cycle,
+                    "words": int(message.size), "words_per_tile": words, "color": color}
+
+        # 5. Decode on the mesh, the SRAMs as the delivery left them.
+        _phase(progress, "decode", 0)
+        decode_images = {config.tile_xy(idx): replace(image, sram={0: dr.result.sram[idx]})
+                         for idx, image in enumerate(decoder.base.images)}
+        emu = MeshEmulator(MeshProgram(config, decode_images, decoder.base.routes,
+                                       name=decoder.base.name))
+        se = config.tile_index(config.width - 1, config.height - 1)
+        outn = decoder.plan.cores[(config.width - 1, config.height - 1)].addr("outn")
+        sram = emu.cores.sram
+        token_cycles = []
+
+        def watch(cycle):
+            if sram[se, outn] > len(token_cycles):
+                token_cycles.append(cycle)
+                _phase(progress, f"decode: token {len(token_cycles) + 1}", cycle)
+            elif cycle % 500 == 0:
+                _phase(progress, "decode", cycle)
+
+        result = emu.run(max_cycles=5_000_000, progress=watch, progress_every=1)
+        mesh_tokens = decoder.tokens(result)
+        if len(token_cycles) != len(mesh_tokens):
+            raise AssertionError("the decode token count and the cycles seen differ")
+        generated += mesh_tokens
+        dims = decoder.dims
+        useful = dims.macs_per_token * len(mesh_tokens)
+        counters = {name: int(result.counter(name).sum())
+                    for name in ("instructions", "macs", "stall_in", "stall_out",
+                                 "wavelets_out")}
+        step_cycles = np.diff([0] + token_cycles).tolist()
+        decode = {"cycles": result.cycles, "steps": len(mesh_tokens),
+                  "token_cycles": token_cycles, "step_cycles": step_cycles,
+                  "cycles_per_token": round(result.cycles / len(mesh_tokens), 1),
+                  "weight_macs": useful,
+                  "mac_utilization": round(useful / (4 * config.tiles * result.cycles), 4),
+                  "counted_mac_utilization": round(counters["macs"]
+                                                   / (4 * config.tiles * result.cycles), 4),
+                  "fabric_wait_share": round((counters["stall_in"] + counters["stall_out"])
+                                             / int(result.counter("cycles").sum()), 4),
+                  "counters": counters}
+
+    first_step = decode["token_cycles"][0] if decode["token_cycles"] else 0
+    ttft = {"prefill": prefill["cycles"], "link": link["cycles"],
+            "delivery": delivery["cycles"], "first_decode_step": first_step}
+    ttft["cycles"] = sum(ttft.values())
+    ttft["first_token_on_engine"] = prefill["cycles"]
+    return SystemRun(prompt=prompt, mesh=config.shape, backend=backend, tokens=generated,
+                     reference=reference, prefill=prefill, link=link, delivery=delivery,
+                     decode=decode, ttft=ttft)
