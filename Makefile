@@ -1,5 +1,6 @@
 # Two commands do everything on a fresh machine:
-#   make demo   the main job: fabric traffic and a GEMV on the cores (emulator), with a report
+#   make demo   the main job: disaggregated inference end to end (prefill engine, packet link,
+#               decode on the mesh; emulators), with a report (wafer run)
 #   make test   the whole test suite (pytest, Amaranth simulator, cocotb on Verilator and Icarus)
 # Each bootstraps the virtual environment in .venv on first use.
 
@@ -17,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/wafer demo
+	$(BIN)/wafer run
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2
