@@ -51,12 +51,13 @@ emulators, which the lockstep tests hold to the RTL), overlap of the phases (e.g
 layer 0's KV while layer 1 computes), and the host's instruction loads.
 """
 
+import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from emulator import MeshEmulator
-from emulator.link import LinkEmulator
+from emulator.link import LinkEmulator, LinkStalled
 from emulator.mesh_delivery import DeliveryCommand, DeliveryModel, run_delivery
 from mesh import MeshConfig, MeshProgram
 from mesh.link import LinkConfig
@@ -119,6 +120,7 @@ class SystemRun:
     delivery: dict
     decode: dict
     ttft: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict)
 
     @property
     def text(self):
@@ -172,6 +174,7 @@ class SystemRun:
                 "decode": round(clock_mhz * 1e6 / step, 1) if step else None,
                 "end_to_end": round(generated * clock_mhz * 1e6 / self.total_cycles, 1),
             },
+            "emulator_seconds": self.seconds,
         }
 
 
@@ -241,6 +244,15 @@ def run_disaggregated(prompt, mesh="4x4", prefill_config=None, link_config=None,
     reference = model.generate_int(prompt)
     budget = min(task.MAX_ANSWER, model.config["context"] - len(tokens))
 
+    seconds = {}
+    clock = time.perf_counter()
+
+    def lap(name):
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[name] = round(now - clock, 3)
+        clock = now
+
     # 1. Prefill on the engine; its outputs from its DRAM.
     _phase(progress, "prefill")
     plan = compile_prefill(model, tokens, prefill_config or DEFAULT_CONFIG)
@@ -255,6 +267,7 @@ def run_disaggregated(prompt, mesh="4x4", prefill_config=None, link_config=None,
                "array_utilization": round(pre.counters.get("macs", 0)
                                           / (pre.cycles * n * n), 4)}
 
+    lap("prefill")
     steps = budget - 1 if first != task.END else 0
     generated = [first]
     link = {"cycles": 0}
@@ -271,10 +284,13 @@ def run_disaggregated(prompt, mesh="4x4", prefill_config=None, link_config=None,
         # 3. The link.
         _phase(progress, "link")
         lk = LinkEmulator(link_config, faults=faults, seed=seed)
-        sent = lk.send(message)
+        try:
+            sent = lk.send(message)
+        except LinkStalled as error:
+            raise SystemFailure(f"the link did not deliver the KV message: {error}") from None
         if not sent.ok:
             raise SystemFailure(f"the link did not deliver the KV message: "
-                              f"{sent.error.name} {sent.error_message}")
+                                f"{sent.error.name} {sent.error_message}")
         if not np.array_equal(sent.words, message):
             raise SystemFailure("the link's receive buffer differs from the message sent")
         link = {"cycles": sent.rx_done_cycle - sent.start_cycle,
@@ -287,6 +303,7 @@ def run_disaggregated(prompt, mesh="4x4", prefill_config=None, link_config=None,
                 "lanes_dead": sent.lanes_dead, "channel_drops": sent.channels["dropped"],
                 "channel_lost_dead": sent.channels["lost_dead"],
                 "goodput": round(sent.goodput, 4), "seed": seed}
+        lap("link")
 
         # 4. Delivery into the mesh: the receive program over the resident weights.
         _phase(progress, "delivery")
@@ -309,6 +326,7 @@ def run_disaggregated(prompt, mesh="4x4", prefill_config=None, link_config=None,
                               f"{config.tile_xy(int(bad[0]))}")
         delivery = {"cycles": dr.cycles, "engine_done_cycle": dr.done_cycle - dr.taken_cycle,
                     "words": int(message.size), "words_per_tile": words, "color": color}
+        lap("delivery")
 
         # 5. Decode on the mesh, the SRAMs as the delivery left them.
         _phase(progress, "decode", 0)
@@ -349,6 +367,7 @@ def run_disaggregated(prompt, mesh="4x4", prefill_config=None, link_config=None,
                   "fabric_wait_share": round((counters["stall_in"] + counters["stall_out"])
                                              / int(result.counter("cycles").sum()), 4),
                   "counters": counters}
+        lap("decode")
 
     first_step = decode["token_cycles"][0] if decode["token_cycles"] else 0
     ttft = {"prefill": prefill["cycles"], "link": link["cycles"],
@@ -357,4 +376,4 @@ def run_disaggregated(prompt, mesh="4x4", prefill_config=None, link_config=None,
     ttft["first_token_on_engine"] = prefill["cycles"]
     return SystemRun(prompt=prompt, mesh=config.shape, backend=backend, tokens=generated,
                      reference=reference, prefill=prefill, link=link, delivery=delivery,
-                     decode=decode, ttft=ttft)
+                     decode=decode, ttft=ttft, seconds=seconds)

@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pytest
+from rich.console import Console
 
 from emulator.channel import FaultConfig
 from mesh import MeshConfig
@@ -18,6 +19,7 @@ from programs.mesh_decode.plan import STATE_WORDS
 from programs.transformer import task
 from programs.transformer.model import IntModel
 from wafer.cli import main
+from wafer.system_demo import render
 
 
 @pytest.fixture(scope="module")
@@ -197,3 +199,35 @@ def test_usage_errors_exit_2_with_one_line(argv, message, capsys):
 def test_backend_other_than_the_emulator_is_refused():
     with pytest.raises(ValueError, match="emulator only"):
         system.run_disaggregated("1+2=", backend="verilator")
+
+
+def test_a_first_token_of_END_needs_no_transfer_or_decode(model, monkeypatch):
+    """Had the engine's argmax given END, the answer would be complete after the prefill:
+    nothing is sent and the mesh does not run (the reference then differs: not exact)."""
+    real = system.run_prefill
+
+    def ends(plan, backend):
+        run = real(plan, backend)
+        run.outputs["token"] = task.END
+        return run
+    monkeypatch.setattr(system, "run_prefill", ends)
+    run = system.run_disaggregated("1+2=", model=model)
+    assert run.tokens == [task.END] and not run.exact
+    assert run.transfer_cycles == 0 and run.decode["cycles"] == 0
+    assert run.total_cycles == run.prefill["cycles"] == run.ttft["cycles"]
+    r = run.report()
+    assert r["tokens_per_second"]["decode"] is None and r["answer"] == ""
+    console = Console(record=True, width=120)
+    render(console, r)
+    text = console.export_text()
+    assert "MISMATCH" in text and "│ link" not in text and "│ total" in text
+
+
+def test_a_link_that_loses_everything_is_a_system_failure(model, monkeypatch):
+    """Every lane dead from the start: the sender gives up and the run says so (no decode on
+    a missing cache)."""
+    faults = FaultConfig(dead_at=0)
+    from mesh.link import LinkConfig
+    with pytest.raises(system.SystemFailure, match="did not deliver"):
+        system.run_disaggregated("1+2=", "4x4", faults=faults, model=model,
+                                 link_config=LinkConfig(retry_limit=1, lane_dead_after=1))

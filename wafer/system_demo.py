@@ -159,6 +159,11 @@ def render(console, data):
                      f"4 per core per cycle; {100 * dec['counted_mac_utilization']:.1f}% "
                      f"counted), cores waiting on the fabric "
                      f"{100 * dec['fabric_wait_share']:.1f}% of their cycles")
+    wall = data.get("emulator_seconds") or {}
+    if wall:
+        console.print(f"emulated in {sum(wall.values()):.1f} s ("
+                      + ", ".join(f"{k} {v:.1f}" for k, v in wall.items()) + ")",
+                      highlight=False)
     console.print("counters:")
     for line in lines:
         console.print("  " + line, markup=False, highlight=False)
