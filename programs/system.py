@@ -296,6 +296,8 @@ def run_disaggregated(prompt, mesh="4x4", prefill_config=None, link_config=None,
         link = {"cycles": sent.rx_done_cycle - sent.start_cycle,
                 "sender_done_cycles": sent.done_cycle - sent.start_cycle,
                 "message_words": int(message.size), "message_bytes": 4 * int(message.size),
+                "prompt_kv_bytes": 2 * len(model.layers) * len(tokens)
+                * model.config["d_model"],
                 "words_per_tile": words, "lanes": link_config.lanes,
                 "lane_width": link_config.lane_width, "latency": link_config.latency,
                 "packets": sent.sent, "retransmits": sent.retransmits,

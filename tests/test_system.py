@@ -99,6 +99,7 @@ def test_cli_demo_json_fields(model, capsys):
     assert set(ph) == {"prefill", "transfer", "decode"}
     assert set(ph["transfer"]) == {"cycles", "link", "delivery"}
     assert ph["transfer"]["link"]["retransmits"] == 0
+    assert ph["transfer"]["link"]["prompt_kv_bytes"] == 2 * 2 * 4 * 64     # layers, K+V, M, d
     assert r["total_us"] == pytest.approx(r["total_cycles"] / 500, abs=1e-3)
     assert r["ttft"]["us"] == pytest.approx(r["ttft"]["cycles"] / 500, abs=1e-3)
     tps = r["tokens_per_second"]
@@ -142,6 +143,7 @@ def _fake_run(tokens, reference):
                "dma_bytes": 10, "dram_bytes_per_cycle": 0.1, "array": "8x8", "macs": 1,
                "array_utilization": 0.5}
     link = {"cycles": 10, "sender_done_cycles": 12, "message_words": 16, "message_bytes": 64,
+            "prompt_kv_bytes": 32,
             "words_per_tile": 1, "lanes": 4, "lane_width": 32, "latency": 20, "packets": 1,
             "retransmits": 0, "timeouts": 0, "nacks": 0, "lanes_dead": [], "channel_drops": 0,
             "channel_lost_dead": 0, "goodput": 0.5, "seed": 0}

@@ -145,7 +145,9 @@ def render(console, data):
              f"{pre['dram_bytes_per_cycle']:.2f} B/cycle"]
     if link["cycles"]:
         lines.append(f"link: {link['lanes']} lanes x {link['lane_width']} bits, latency "
-                     f"{link['latency']}; {link['words_per_tile']} words per tile; "
+                     f"{link['latency']}; {link['words_per_tile']} words per tile (the "
+                     f"cache region of the whole context; the prompt's K and V are "
+                     f"{_n(link['prompt_kv_bytes'])} B); "
                      f"{link['packets']} packets, retransmissions {link['retransmits']}, "
                      f"timeouts {link['timeouts']}, NACKs {link['nacks']}, dropped "
                      f"{link['channel_drops']}, lanes dead {link['lanes_dead'] or 'none'}; "
