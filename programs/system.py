@@ -46,6 +46,10 @@ Time to first token, as reported: prefill + transfer (link + delivery) + the fir
 (the first token the mesh produces, the answer's second). The answer's first token itself is
 known on the engine when the prefill ends (also reported).
 
+:func:`run_single_engine` is the comparison: the same prompt on the prefill engine alone (the
+same prefill, then the decode steps of :mod:`programs.decode_baseline`, every weight streamed
+from the engine's DRAM in every step).
+
 Not modelled: the RTL system top (the engine, link and mesh RTL exist apart; this runs their
 emulators, which the lockstep tests hold to the RTL), overlap of the phases (e.g. sending
 layer 0's KV while layer 1 computes), and the host's instruction loads.
@@ -68,7 +72,8 @@ from .prefill_compiler import DEFAULT_CONFIG, compile_prefill, run_prefill
 from .transformer import task
 from .transformer.model import IntModel, KVCache
 
-__all__ = ["SystemRun", "SystemFailure", "run_disaggregated", "decode_message", "BACKENDS"]
+__all__ = ["SystemRun", "SystemFailure", "run_disaggregated", "decode_message", "BACKENDS",
+           "SingleEngineRun", "run_single_engine"]
 
 BACKENDS = ("emulator",)
 
@@ -216,6 +221,31 @@ def _cache_from_prefill(outputs, layers, heads):
     return cache
 
 
+def _prefill(model, tokens, config):
+    """(outputs read from the engine's DRAM, the prefill phase's dict) of ``tokens``."""
+    plan = compile_prefill(model, tokens, config or DEFAULT_CONFIG)
+    pre = run_prefill(plan, "emulator")
+    n = plan.config.n
+    macs = int(pre.counters.get("macs", 0))
+    return pre.outputs, {
+        "cycles": pre.cycles, "prompt_tokens": len(tokens),
+        "first_token": int(pre.outputs["token"]), "phase_cycles": pre.phase_cycles,
+        "dma_bytes": plan.dma_bytes, "dram_bytes_per_cycle": round(pre.dram_bytes_per_cycle, 3),
+        "array": f"{n}x{n}", "macs": macs, "array_utilization": round(macs / (pre.cycles * n * n),
+                                                                      4)}
+
+
+def _laps(seconds):
+    """A function that records in ``seconds[name]`` the wall seconds since its last call."""
+    clock = [time.perf_counter()]
+
+    def lap(name):
+        now = time.perf_counter()
+        seconds[name] = round(now - clock[0], 3)
+        clock[0] = now
+    return lap
+
+
 def _phase(progress, name, cycle=None):
     if progress is not None:
         progress(name, cycle)
@@ -245,27 +275,12 @@ def run_disaggregated(prompt, mesh="4x4", prefill_config=None, link_config=None,
     budget = min(task.MAX_ANSWER, model.config["context"] - len(tokens))
 
     seconds = {}
-    clock = time.perf_counter()
-
-    def lap(name):
-        nonlocal clock
-        now = time.perf_counter()
-        seconds[name] = round(now - clock, 3)
-        clock = now
+    lap = _laps(seconds)
 
     # 1. Prefill on the engine; its outputs from its DRAM.
     _phase(progress, "prefill")
-    plan = compile_prefill(model, tokens, prefill_config or DEFAULT_CONFIG)
-    pre = run_prefill(plan, "emulator")
-    out = pre.outputs
-    first = int(out["token"])
-    n = plan.config.n
-    prefill = {"cycles": pre.cycles, "prompt_tokens": len(tokens), "first_token": first,
-               "phase_cycles": pre.phase_cycles, "dma_bytes": plan.dma_bytes,
-               "dram_bytes_per_cycle": round(pre.dram_bytes_per_cycle, 3),
-               "array": f"{n}x{n}", "macs": int(pre.counters.get("macs", 0)),
-               "array_utilization": round(pre.counters.get("macs", 0)
-                                          / (pre.cycles * n * n), 4)}
+    out, prefill = _prefill(model, tokens, prefill_config)
+    first = prefill["first_token"]
 
     lap("prefill")
     steps = budget - 1 if first != task.END else 0
@@ -379,3 +394,97 @@ def run_disaggregated(prompt, mesh="4x4", prefill_config=None, link_config=None,
     return SystemRun(prompt=prompt, mesh=config.shape, backend=backend, tokens=generated,
                      reference=reference, prefill=prefill, link=link, delivery=delivery,
                      decode=decode, ttft=ttft, seconds=seconds)
+
+
+# One engine alone ---------------------------------------------------------------------------------
+
+@dataclass
+class SingleEngineRun:
+    """What :func:`run_single_engine` did: ``tokens``, ``reference``, ``prefill`` (as in
+    :class:`SystemRun`), ``decode`` (per step: cycles and the step's DRAM bound), ``ttft``."""
+    prompt: str
+    tokens: list
+    reference: list
+    prefill: dict
+    decode: dict
+    ttft: dict
+    seconds: dict = field(default_factory=dict)
+
+    @property
+    def exact(self):
+        return self.tokens == self.reference
+
+    @property
+    def total_cycles(self):
+        return self.prefill["cycles"] + self.decode["cycles"]
+
+    def report(self, clock_mhz=1000.0):
+        step = self.decode["cycles_per_token"]
+        return {"prompt": self.prompt, "system": "single engine", "tokens": self.tokens,
+                "reference": self.reference, "exact": self.exact, "clock_mhz": clock_mhz,
+                "phases": {"prefill": self.prefill, "decode": self.decode},
+                "ttft": {**self.ttft, "us": round(self.ttft["cycles"] / clock_mhz, 3)},
+                "total_cycles": self.total_cycles,
+                "total_us": round(self.total_cycles / clock_mhz, 3),
+                "tokens_per_second": {
+                    "decode": round(clock_mhz * 1e6 / step, 1) if step else None,
+                    "end_to_end": round(len(self.tokens) * clock_mhz * 1e6 / self.total_cycles,
+                                        1)},
+                "emulator_seconds": self.seconds}
+
+
+def run_single_engine(prompt, prefill_config=None, backend="emulator", *, model=None,
+                      progress=None):
+    """``prompt`` on the prefill engine alone, for the comparison with
+    :func:`run_disaggregated`: the same prefill, then each decode step as one command stream of
+    :mod:`programs.decode_baseline` (every weight streamed from the engine's DRAM in every step,
+    the KV cache read from DRAM), until END or the answer's budget, as ``generate_int``.
+    Returns a :class:`SingleEngineRun`.
+
+    Between steps the host compiles the next step's commands and builds its DRAM image from
+    the model and the KV cache (the prefill's K and V, then every step's new rows, read from
+    the engine's DRAM outputs); that costs no cycles here, nor does moving the prefill's K and
+    V (row-major per layer) into the decode steps' segment-major cache layout. The decode
+    cycles are the steps' engine cycles summed."""
+    from .decode_baseline import compile_decode_step, run_decode_step
+
+    if backend not in BACKENDS:
+        raise ValueError(f"the single-engine run is on the emulator only, not {backend!r}")
+    model = _default_model() if model is None else model
+    tokens = task.tokenize(prompt)
+    task.parse_prompt(prompt)
+    reference = model.generate_int(prompt)
+    budget = min(task.MAX_ANSWER, model.config["context"] - len(tokens))
+    seconds = {}
+    lap = _laps(seconds)
+    _phase(progress, "prefill")
+    out, prefill = _prefill(model, tokens, prefill_config)
+    lap("prefill")
+    generated = [prefill["first_token"]]
+    layers, heads = len(model.layers), model.config["n_heads"]
+    cache = _cache_from_prefill(out, layers, heads)
+    steps, bounds, token_cycles = [], [], []
+    while len(generated) < budget and generated[-1] != task.END:
+        _phase(progress, f"decode: token {len(generated) + 1}", sum(steps))
+        plan = compile_decode_step(model, generated[-1], cache.length, cache,
+                                   prefill_config or DEFAULT_CONFIG)
+        run = run_decode_step(plan, "emulator")
+        steps.append(run.cycles)
+        bounds.append(run.bound)
+        token_cycles.append(sum(steps))
+        generated.append(int(run.outputs["token"]))
+        for l in range(layers):
+            k, v = (np.asarray(run.outputs[f"l{l}.{name}"], dtype=np.int64)
+                    .reshape(1, heads, 1, -1) for name in ("k", "v"))
+            cache.append(l, k, v)
+        cache.length += 1
+    lap("decode")
+    total = sum(steps)
+    decode = {"cycles": total, "steps": len(steps), "token_cycles": token_cycles,
+              "step_cycles": steps, "step_dram_bounds": bounds,
+              "cycles_per_token": round(total / len(steps), 1) if steps else 0,
+              "dram_bandwidth": (prefill_config or DEFAULT_CONFIG).dram_bandwidth}
+    ttft = {"prefill": prefill["cycles"], "first_decode_step": steps[0] if steps else 0}
+    ttft["cycles"] = sum(ttft.values())
+    ttft["first_token_on_engine"] = prefill["cycles"]
+    return SingleEngineRun(prompt, generated, reference, prefill, decode, ttft, seconds)

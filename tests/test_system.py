@@ -191,6 +191,7 @@ def test_a_link_failure_exits_1(monkeypatch, capsys):
     (["run", "--drop", "1"], "--drop must be a probability"),
     (["run", "gemv", "--prompt", "1+2="], "--prompt applies to the disaggregated demo"),
     (["run", "dot", "--clock-mhz", "500"], "--clock-mhz applies to the disaggregated demo"),
+    (["run", "dot", "--compare"], "--compare applies to the disaggregated demo"),
 ])
 def test_usage_errors_exit_2_with_one_line(argv, message, capsys):
     assert main(argv) == 2
@@ -233,3 +234,33 @@ def test_a_link_that_loses_everything_is_a_system_failure(model, monkeypatch):
     with pytest.raises(system.SystemFailure, match="did not deliver"):
         system.run_disaggregated("1+2=", "4x4", faults=faults, model=model,
                                  link_config=LinkConfig(retry_limit=1, lane_dead_after=1))
+
+
+def test_single_engine_prefill_and_decode_steps_equal_the_reference(model, monkeypatch,
+                                                                    capsys):
+    """The comparison run on the prefill engine alone: the same prefill, then decode steps of
+    programs.decode_baseline; the tokens are the reference's. ``wafer run --compare`` shows
+    both (the disaggregated run stubbed here: its own tests run it)."""
+    pytest.importorskip("programs.decode_baseline")
+    one = system.run_single_engine("123+459=", model=model)
+    assert one.exact and one.tokens == [2, 8, 5, task.END]
+    dec = one.decode
+    assert dec["steps"] == 3 and dec["cycles"] == sum(dec["step_cycles"]) \
+        == dec["token_cycles"][-1]
+    assert all(c >= b for c, b in zip(dec["step_cycles"], dec["step_dram_bounds"]))
+    assert one.total_cycles == one.prefill["cycles"] + dec["cycles"]
+    assert one.ttft["cycles"] == one.prefill["cycles"] + dec["step_cycles"][0]
+
+    monkeypatch.setattr(system, "run_disaggregated",
+                        lambda *a, **k: _fake_run([2, 8, 5, task.END], [2, 8, 5, task.END]))
+    monkeypatch.setattr(system, "run_single_engine", lambda *a, **k: one)
+    assert main(["run", "--compare"]) == 0
+    out = capsys.readouterr().out
+    assert "│ mesh 4x4" in out and "│ engine only" in out
+    assert f"{dec['cycles_per_token']:,.0f}" in out
+    assert main(["run", "--compare", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["single_engine"]["exact"] and r["single_engine"]["tokens"] == one.tokens
+    assert r["single_engine"]["phases"]["decode"]["step_cycles"] == dec["step_cycles"]
+    one.tokens = [2, 8, 6, task.END]
+    assert main(["run", "--compare"]) == 1

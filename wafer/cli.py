@@ -1,7 +1,7 @@
 """The ``wafer`` command line.
 
     wafer run [--prompt P] [--mesh WxH] [--backend emulator] [--json] [--clock-mhz F]
-              [--drop P] [--seed S]
+              [--drop P] [--seed S] [--compare]
     wafer run PROGRAM [--mesh WxH] [--backend emulator|verilator|amaranth] [--json]
                       [--size NAME=VALUE ...] [--seed S] [--max-cycles N] [--waves FILE]
     wafer demo [--mesh WxH] [--json]
@@ -78,6 +78,9 @@ def _parser():
     run.add_argument("--drop", type=float, default=None, metavar="P",
                      help="demo: probability that the link drops a packet, every lane "
                           "(default: 0)")
+    run.add_argument("--compare", action="store_true",
+                     help="demo: also run the prompt on the prefill engine alone (prefill and "
+                          "decode steps) and compare")
     run.add_argument("--backend", choices=("emulator", "verilator", "amaranth"),
                      default="emulator", help="simulator (default: %(default)s)")
     run.add_argument("--json", action="store_true", help="print a JSON report")
@@ -444,7 +447,8 @@ def _demo(args):
 
 def _run(args):
     """``wafer run``: the disaggregated demo without PROGRAM, else the program."""
-    demo_only = {"--prompt": args.prompt, "--clock-mhz": args.clock_mhz, "--drop": args.drop}
+    demo_only = {"--prompt": args.prompt, "--clock-mhz": args.clock_mhz, "--drop": args.drop,
+                 "--compare": args.compare or None}
     if args.program is None:
         from wafer.system_demo import DEFAULT_PROMPT, system_command
         args.prompt = DEFAULT_PROMPT if args.prompt is None else args.prompt

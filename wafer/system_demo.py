@@ -75,12 +75,22 @@ def system_command(args):
         except system.SystemFailure as error:
             console.print(f"FAILED: {error}", style="bold red", markup=False, highlight=False)
             return 1
+        single = None
+        if getattr(args, "compare", False):
+            try:
+                single = system.run_single_engine(args.prompt, progress=show)
+            except ImportError as error:
+                raise ConfigError(f"--compare needs programs.decode_baseline: {error}") from None
     data = run.report(args.clock_mhz)
+    if single is not None:
+        data["single_engine"] = single.report(args.clock_mhz)
     if args.json:
         print(json.dumps(data, indent=1))
     else:
         render(console, data)
-    return 0 if run.exact else 1
+        if single is not None:
+            render_comparison(console, data)
+    return 0 if run.exact and (single is None or single.exact) else 1
 
 
 def _n(value):
@@ -169,3 +179,29 @@ def render(console, data):
     console.print("counters:")
     for line in lines:
         console.print("  " + line, markup=False, highlight=False)
+
+
+def render_comparison(console, data):
+    """The disaggregated run against the prefill engine alone (``data["single_engine"]``)."""
+    one = data["single_engine"]
+    mhz = data["clock_mhz"]
+    pre = data["phases"]["prefill"]
+    table = Table(title=f"disaggregated against one engine (cycles; tokens/s at {mhz:g} MHz)",
+                  title_justify="left")
+    for column in ("system", "TTFT", "per token", "total", "decode tok/s", "e2e tok/s",
+                   "tokens"):
+        table.add_column(column, justify="left" if column == "system" else "right")
+    bandwidth = one["phases"]["decode"]["dram_bandwidth"]
+    for name, r in ((f"mesh {data['mesh']}", data), ("engine only", one)):
+        rates = r["tokens_per_second"]
+        table.add_row(name, _n(r["ttft"]["cycles"]),
+                      f"{r['phases']['decode']['cycles_per_token']:,.0f}",
+                      _n(r["total_cycles"]),
+                      f"{rates['decode']:,.0f}" if rates["decode"] else "-",
+                      f"{rates['end_to_end']:,.0f}",
+                      "exact" if r["exact"] else "DIFFER")
+    console.print(table)
+    console.print(f"  one engine: the same prefill, then every decode step on the {pre['array']} "
+                  f"array streams all weights from DRAM at {bandwidth} B/cycle "
+                  f"(programs.decode_baseline); the host's work between steps takes no cycles",
+                  markup=False, highlight=False)
