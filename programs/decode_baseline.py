@@ -3,105 +3,142 @@ on the prefill engine alone, every weight streamed from DRAM in the step, bit-ex
 :meth:`programs.transformer.model.IntModel.int_decode_step` (the pipeline of that module's
 docstring; the engine is docs/ARCHITECTURE.md section 11). It is the baseline of the bandwidth
 result: mesh decode keeps the weights in the cores' SRAM, this streams them, and its cycles
-follow the DRAM bound (weight bytes + KV bytes read) / ``dram_bandwidth``.
+follow the DRAM bound ceil((weight bytes + KV bytes read) / ``dram_bandwidth``) wherever the
+DRAM, not the array, is the bottleneck.
 
 :func:`compile_decode_step` gives a :class:`DecodePlan`; :func:`run_decode_step` runs it on the
 emulator or the RTL (Amaranth simulator) and returns the outputs, cycles and cycles per phase;
 :func:`baseline_cycles` measures a step of any IntModel-compatible model (e.g.
-``programs.mesh_decode.random_int_model``) against its DRAM bound.
+``programs.mesh_decode.random_int_model``) against its bound, for the benchmark.
 
 Notation: n = the array size, d = d_model, Dt = d / n, H heads of dh, f = d_ff, V = vocab, C =
-context, P = the position (= the cached tokens), Lt = ceil((P + 1) / n) key tiles.
+context, Ct = ceil(C / n), P = the position (= the cached tokens), Lt = ceil((P + 1) / n) key
+tiles. n must divide d, dh and f; V is at most 127 (the argmax).
 
 Vector forms
 ------------
 A vector of K int8 values is in **row form** as K / n SBUF rows of n (row t = values t n ..
-t n + n - 1): the residual stream x, q, the norms' inputs. A GEMV input is kept **spaced**: row
-t at SBUF row ``xs + t n + n - 1`` with the n - 1 rows before it zero (region ``xs``), so that
-one transposed WEIGHTS of count c + 1 from ``xs + t n + n - 1 - c`` puts the n values in weight
-column c and zeros elsewhere.
+t n + n - 1): the residual stream x, q, the new k and v. A GEMV input is kept **spaced**: row t
+at SBUF row ``xs + t n + n - 1`` with the n - 1 rows before it zero (region ``xs``), so that one
+transposed WEIGHTS of count c + 1 from ``xs + t n + n - 1 - c`` puts its n values in weight
+column c and zeros in the others.
 
-The GEMV (x-stationary, :func:`programs.prefill.gemv_decode` with output lanes)
--------------------------------------------------------------------------------
-y = x W (W: K x N, x: K values) with L **lanes** (L divides n): per K tile kt and lane c the
-weight tile holds x's tile kt in column c, and m = N / L rows of W^T stream through the array as
-activations (row r: W[kt n .. kt n + n - 1, j(c, r)]), accumulating into PSUM rows y0 .. y0 +
-m - 1, lane c (acc for all but the first tile). So DRAM holds, per matrix, Kt x L x m rows of n
-bytes (K x N bytes, nothing padded), in the order (kt, c, r): the array consumes n bytes of
-weights a cycle, the DRAM bound when ``dram_bandwidth`` <= n.
+The GEMV: x-stationary with output lanes
+----------------------------------------
+y = x W (W: K x N, x: K values), the scheme of :func:`programs.prefill.gemv_decode` with L
+**lanes** (L divides n): per K tile kt and lane c the weight tile holds x's tile kt in column c
+and m = N / L rows of W^T stream through the array as activations (row r: W[kt n .. kt n + n -
+1, j(c, r)]), accumulating into PSUM rows y0 .. y0 + m - 1, lane c (acc for all but the first
+tile). DRAM holds each matrix as Kt x L x m rows of n bytes in the order (kt, c, r): K x N
+bytes, nothing padded, and the array consumes them at n bytes a cycle.
 
 * L = n: j(c, r) = n r + c, so PSUM row r, lane c = y[n r + c]: y in row form (N / n rows).
-* L < n (then n L divides N): j(c, r) = n (floor(r / n) L + c) + r mod n. After REQUANT (m SBUF
+* L < n (n L divides N): j(c, r) = n (floor(r / n) L + c) + r mod n. After REQUANT (m SBUF
   rows of L values) a **transposition** on the array gives row form: per group q of n rows, a
-  transposed WEIGHTS of the rows and a MATMUL of the identity rows e_0 .. e_(L-1) (constants),
-  which writes PSUM rows qL .. qL + L - 1 (row qL + l = y[n (qL + l) .. + n - 1]).
+  transposed WEIGHTS of the rows and a MATMUL of the identity rows e_0 .. e_(L-1) (constants)
+  into PSUM rows qL .. qL + L - 1 (row qL + l = y[n (qL + l) .. + n - 1]).
 
-A weight tile serves m rows and the next WEIGHTS on its buffer must wait for the last of them to
-leave the array (2n - 2 cycles) plus the load (n): tiles stream one row a cycle only when
-m >= 3n - 3 (:func:`programs.prefill.tile_periods`). Few lanes make m large but cost the
-transposition; the lanes of each GEMV are chosen by a cycle estimate (:func:`choose_lanes`): for
-the tiny model (n = 8) q|k|v (N = 192, fused) use 8 lanes (m = 24), Wo and W2 (N = 64) 2 lanes
-(m = 32), W1 (N = 128) 4 lanes (m = 32), the output projection 1 lane (m = V = 13: the logits in
-column form, PSUM row j lane 0).
+A weight tile serves m rows, and the next WEIGHTS on its buffer waits for the last of them to
+leave the array (2n - 2 cycles) and then loads for n: tiles stream a row a cycle only when
+m >= 3n - 3 (:func:`programs.prefill.tile_periods`). Fewer lanes make m larger but cost the
+transposition; :func:`choose_lanes` picks the cheapest by a cycle estimate (it picks the best of
+all 64 combinations for the tiny model). At n = 8: q|k|v (fused, N = 3d, always n lanes: q, k
+and v are needed in row form) 8 lanes (m = 24 for the tiny model); Wo and W2 (N = 64) 2 lanes
+(m = 32), W1 (N = 128) 4 lanes; at d = 256 every GEMV has 8 lanes. The output projection uses 1
+lane: the logits in column form, logit j in PSUM row j, lane 0.
 
 DRAM image (byte addresses in :attr:`DecodePlan.dram_map`)
 -----------------------------------------------------------
 ``stream``: every weight piece in the order the step uses it (per layer Wq|Wk|Wv, Wo, W1, W2,
-then Wout; each matrix as above, its tiles cut into pieces of at most ``piece`` rows); ``tok_emb``
-(V x d) and ``pos_emb`` (C x d), row-major; ``consts`` (rows of n: ones, the identity rows, 127s,
-the mask rows of the last key tile, the argmax index rows); ``tables`` (the exp table, then each
-distinct GELU table, ceil(256 / n) rows each); ``kv``: the KV cache, **segment-major**: layer
-l, K (0) or V (1), segment s (dims s n .. s n + n - 1), position p at byte
-``kv + (((2 l + kv) Dt + s) C + p) n`` (n bytes), positions < P from the cache given, position P
-written by the step (the new K and V rows: output ``l{l}.k``, ``l{l}.v``); then the outputs
-``logits`` (V PSUM rows of 4n bytes: logit j = the int32 at ``logits + 4n j``) and ``token`` (n
-bytes, all the token). :attr:`DecodePlan.layout` gives each output as (address, rows, row
-stride, values per row, dtype); :meth:`DecodePlan.read_outputs` reads them.
+then Wout; each matrix as above, a tile's m rows cut into pieces of at most ``piece`` rows);
+``tok_emb`` (V x d) and ``pos_emb`` (C x d), row-major; ``consts`` (rows of n: max(Dt, H, V)
+rows of ones, the identity rows, H rows of 127, H mask rows (-128 in the lanes of the last key
+tile past the new key), V argmax index rows (lane 0 = -j, the others -128)); ``tables`` (the exp
+table, then each distinct GELU table, ceil(256 / n) rows each); ``kv``: the KV cache,
+**key-tile-major**: layer l, K (0) or V (1), key tile j, segment s (dims s n .. s n + n - 1),
+position p = n j + r at byte ``kv + ((((2 l + kv) Ct + j) Dt + s) n + r) n`` (n bytes; a full
+key tile of one layer's K is Dt n contiguous rows), positions < P from the cache given, position
+P written by the step (outputs ``l{l}.k``, ``l{l}.v``: Dt rows n^2 bytes apart); then the
+outputs ``logits`` (V PSUM rows of 4n bytes: logit j = the int32 at ``logits + 4n j``) and
+``token`` (n bytes, all the token). :attr:`DecodePlan.layout` gives each output as (address,
+rows, row stride, values per row, dtype); :meth:`DecodePlan.read_outputs` reads them.
 
 The step (phases in :attr:`DecodePlan.phases`)
 -----------------------------------------------
-* ``start``: LOADs of the token's E_tok row and the position's E_pos row (Dt rows each), the
-  constants and the exp table (tag 0), the first weight pieces; WAIT 0; x = ADD8 of the rows;
-  the mask bias of the last key tile (MULW of the mask rows by 127, doubled, as in prefill);
-  LOAD_TABLE exp; layer 0's first RMS norm.
-* per layer: ``l.qkv`` (the fused GEMV into q, k, v in row form; REQUANT q to SBUF, k and v each
-  to the layer's rows of the output block ``kvo`` and, one row per segment, to row P of the K / V
-  region); ``l.attention`` (WAIT for the K cache (tag 13); S = q K^T for all heads at once: per
-  key tile j and segment s a transposed WEIGHTS of K's rows (keys as columns) and a one-row
-  MATMUL of q's segment into PSUM row j H + head, acc over the head's segments; the mask bias on
-  the last tile; :func:`programs.prefill_ops.emit_softmax` over H rows (one per head) and Lt
-  tiles; WAIT V (tag 14); O = P V: per segment s and key tile j a WEIGHTS of V's rows and a
-  one-row MATMUL of head(s)'s probabilities into PSUM row s; REQUANT o to the spaced rows);
-  ``l.wo`` (GEMV, REQUANT, residual add: ADD8 for L = n, else the transposition accumulates onto
-  x as int32 (the norm's MULW x by ones) and REQUANT by 1 saturates); ``l.norm2`` (with
-  LOAD_TABLE of the layer's GELU table); ``l.mlp`` (W1 GEMV, REQUANT, LUT (and the
-  transposition), W2 GEMV, residual add) and the next RMS norm (``l+1.norm1`` / ``final``).
-* ``final``: the final norm, the Wout GEMV (logits in column form), STORE of the new K/V rows
-  (one STORE: rows (l, kv, s) are C n bytes apart) and of the logits (STORE_PSUM), the argmax on
-  the engine (ROWMAX, SUB32 of the maximum per row, REQUANT x 128 -> 0 or -128, ADD8 of the index
-  rows -> -j or -128, ROWMAX, REQUANT x -1: the lowest index holding the maximum), its STORE,
-  HALT.
+* ``start``: WAIT for the token's E_tok row, the position's E_pos row and the ones (tag 0);
+  x = ADD8 of the rows.
+* per layer: ``l.norm1``; ``l.qkv`` (the fused GEMV, REQUANT q to SBUF, k and v each to the
+  layer's rows of the output block ``kvo`` and, one row per segment, to row P of the K / V
+  region, laid out like the DRAM cache); ``l.attention``: S = q K^T for all heads at once: per
+  key tile j (after a WAIT for it, tag 13) and segment s a transposed WEIGHTS of the tile's K
+  rows (keys as columns) and a one-row MATMUL of q's segment into PSUM row j H + head (acc over
+  the head's segments); in layer 0 the WAIT for the rest of the constants and the exp table, and
+  the mask bias of the last key tile (MULW of the mask rows by 127, doubled: ``mask_bias``, as in
+  prefill); LOAD_TABLE exp; the bias added to the last tile;
+  :func:`programs.prefill_ops.emit_softmax` over H rows (one per head) and Lt tiles; O = P V:
+  per key tile j (after a WAIT, tag 14) and segment s a WEIGHTS of V's rows and a one-row MATMUL
+  of head(s)'s probabilities into PSUM row s; REQUANT o into the spaced rows. ``l.wo`` (GEMV,
+  REQUANT, residual add: ADD8 for L = n, else the transposition accumulates onto x as int32,
+  which the norm left in PSUM (its MULW x by ones), and a REQUANT by 1 saturates it back into
+  x); ``l.norm2``; ``l.mlp`` (W1 GEMV, REQUANT, LOAD_TABLE GELU (its table waited for, tag 12),
+  LUT (and the transposition), W2 GEMV, residual add).
+* ``final``: the final norm, the Wout GEMV (logits in column form), the STOREs of the new K and
+  V rows (one per layer and K / V) and of the logits (STORE_PSUM), the argmax on the engine
+  (ROWMAX, SUB32 of the maximum per row, REQUANT x 128 -> 0 or -128, ADD8 of the index rows ->
+  -j or -128, MULW by ones, ROWMAX, REQUANT x -1: the lowest index holding the maximum), its
+  STORE, HALT.
 
 RMS norm in row form: MULW x by x, ROWSUM (one row of per-lane sums), MULW x by ones (x as int32,
 kept for the residual), LANESUM, RSQRT, then one one-row SCALE per row into the spaced rows.
 
-Streaming: the DMA reads the step's inputs in one order (:attr:`DecodePlan.transfers`): the start
-block, per layer the W_qkv pieces, the K cache (one LOAD per segment: P rows), the V cache, the
-GELU table (tag 12), the Wo, W1, W2 pieces, then Wout's. Pieces go round a ring of ``slots``
-SBUF slots (tag 1 + slot); the K and V caches to fixed regions (one per layer's K and V, shared
-by the layers: the next layer's LOADs are emitted only after this layer's attention). A piece's
-LOAD is emitted as soon as its slot is free: after the MATMUL that reads the slot's previous
-piece has been followed by another MATMUL or a VECTOR command (both wait for the streamer); a
-region LOAD as soon as everything before it in the order is emitted. The DMA therefore streams
-ahead during norms, softmax and the other vector work, as far as the ring allows, and every
-weight byte crosses the channel once.
+Streaming
+---------
+The DMA reads the step's inputs in one order (:attr:`DecodePlan.transfers`): the start block,
+per layer the W_qkv pieces (in layer 0 then the rest of the constants and the exp table), the K
+cache (one LOAD per full key tile, Dt n rows, and one per segment for the last, partial tile),
+the V cache likewise, the GELU table (the first layer using it), the Wo, W1, W2 pieces; then
+Wout's. Pieces go round a ring of ``slots`` SBUF slots (tags 1 .. 11); the K and V caches to
+fixed regions shared by the layers (a layer's cache LOADs come after the previous layer's
+attention). A LOAD holds the sequencer until the DMA has issued the previous transfer, so where
+it sits in the command stream matters: the compiler carries a **timing model** (the sequencer's
+issue rules and the DMA's pipeline, queue and channel budget, command by command) and puts each
+LOAD in front of the first command that would issue no earlier than the DMA can take it, as
+soon as its ring slot is free (after the MATMUL that read the slot's previous piece has been
+followed by another MATMUL or a VECTOR command: both wait for the streamer). So the DMA streams
+through norms, softmax and attention as far as the ring allows, and no LOAD holds up a command
+that could issue. The model is exact: :attr:`DecodePlan.predicted` is every command's issue
+cycle as the emulator and the RTL run it (:attr:`DecodePlan.cycles`).
 
-The cycles (:func:`baseline_cycles`): the DRAM bound is ceil((weight bytes + KV bytes read) /
-dram_bandwidth). At ``dram_bandwidth`` < n the array (n bytes a cycle) has slack to catch up
-after the serial vector work; at ``dram_bandwidth`` = n it has none, so every cycle of vector
-work, of array latency between dependent phases and of loader-bound attention tiles adds to the
-bound. ``weights_in="sbuf"`` preloads every input (weights, KV cache, tables) in the initial SBUF
-(a larger SBUF, no LOADs): the compute alone.
+Cycles
+------
+The bound counts the weight matrices and the K / V rows read; the DMA also moves the embedding
+rows, constants, tables (three ceil(256 / n)-row tables for the tiny model) and the output
+stores: 1.9 KB for the tiny model, 2.8% of its bytes. At ``dram_bandwidth`` < n the array (n
+bytes a cycle) catches up after the serial vector work; at ``dram_bandwidth`` = n it cannot,
+and the step is compute-bound: it lasts as long as its compute alone (``weights_in="sbuf"``,
+every input preloaded, no LOADs) plus 1 to 5%. The tiny model (n = 8, latency 40), cycles /
+DRAM bound (the compute alone: 10,761 cycles at P = 8, 13,173 at P = 63):
+
+====  =================  =================  =================  =================
+P     8 B/cycle          4 B/cycle          2 B/cycle          1 B/cycle
+====  =================  =================  =================  =================
+0     10,425 / 8,296     17,291 / 16,592    34,256 / 33,184    68,396 / 66,368
+      1.257              1.042              1.032              1.031
+8     10,843 / 8,552     17,803 / 17,104    35,280 / 34,208    70,444 / 68,416
+      1.268              1.041              1.031              1.030
+20    11,347 / 8,936     18,615 / 17,872    36,860 / 35,744    73,560 / 71,488
+      1.270              1.042              1.031              1.029
+63    13,813 / 10,312    21,585 / 20,624    42,584 / 41,248    84,788 / 82,496
+      1.340              1.047              1.032              1.028
+====  =================  =================  =================  =================
+
+Against everything the DMA moves the ratios at 1 to 4 B/cycle are 1.002 to 1.023. At 8 B/cycle
+the tiny model's compute is 26 to 28% above its bound: two layers of d = 64 give 1,536-row
+GEMVs between norms, attention (one-row MATMULs on loader-bound weight tiles, ~11 cycles for
+64 bytes of K or V), transpositions and softmax, each phase waiting for the array to drain.
+Larger models amortize that: random_int_model d = 128 (f = 512, 2 layers) 1.073 at 8 B/cycle,
+1.011 at 4; d = 256 (f = 1024) 1.031 and 1.007; d = 512 1.017 and 1.005 (P = 16). A 16 x 16
+array (n = 16) runs the tiny model at 1.135 at 8 B/cycle.
 """
 
 from dataclasses import dataclass, field, replace
@@ -171,6 +208,20 @@ class DecodePlan:
     def dram_bound(self):
         """ceil((weight bytes + KV bytes read) / dram_bandwidth): the DRAM bound in cycles."""
         return _ceil(self.bound_bytes, self.config.dram_bandwidth)
+
+    @property
+    def cycles(self):
+        """The step's cycles as the compiler's timing model predicts them (the HALT's issue
+        cycle + 1; the emulator and the RTL run exactly these)."""
+        return self.predicted[-1] + 1
+
+    @property
+    def phase_cycles(self):
+        """{phase: predicted cycles} (as :attr:`DecodeRun.phase_cycles`)."""
+        issue = self.predicted
+        starts = [(name, issue[index]) for name, index in self.phases]
+        ends = [c for _, c in starts[1:]] + [self.cycles]
+        return {name: end - start for (name, start), end in zip(starts, ends)}
 
     def read_outputs(self, dram):
         """The outputs from a final DRAM image: ``l{l}.k``, ``l{l}.v`` (d int8: the new K and V
@@ -403,8 +454,9 @@ class _Feeder:
                 t.row = row
                 row += t.rows
             for t in transfers:
-                data = np.frombuffer(t.data, dtype=np.int8).reshape(t.rows, em.n)
-                self.sbuf[t.row:t.row + t.rows] = data
+                if self.sbuf is not None:
+                    data = np.frombuffer(t.data, dtype=np.int8).reshape(t.rows, em.n)
+                    self.sbuf[t.row:t.row + t.rows] = data
                 t.emitted = True
             self.next = len(transfers)
 
@@ -530,7 +582,7 @@ def _need(needed, have, unit, detail):
 # The compiler ------------------------------------------------------------------------------------
 
 def compile_decode_step(model, token, position, kv_cache, config=None, *, weights_in="dram",
-                        slots=6, piece=32, lanes=None):
+                        slots=MAX_SLOTS, piece=32, lanes=None, _timing_only=False):
     """One decode step of ``model`` (an IntModel or any object with its attributes) for
     ``token`` at ``position`` (= the cached tokens) with ``kv_cache`` (a KVCache of the
     positions before, batch 1, or None at position 0) as a :class:`DecodePlan` for ``config``
@@ -645,14 +697,15 @@ def compile_decode_step(model, token, position, kv_cache, config=None, *, weight
         dram_map[name] = (addr, size)
         addr = _ceil(addr + size, 64) * 64
     kv_addr = addr
-    kv_size = L * 2 * Dt * C * n
+    Ct = _ceil(C, n)                                 # key tiles of the context
+    kv_size = L * 2 * Ct * Dt * n * n
     dram_map["kv"] = (kv_addr, kv_size)
-    seg_addr = lambda l, kv, s, p=0: kv_addr + (((2 * l + kv) * Dt + s) * C + p) * n
+    kv_row = lambda l, kv, p, s: (((2 * l + kv) * Ct + p // n) * Dt + s) * n + p % n
     addr = _ceil(kv_addr + kv_size, 64) * 64
     layout = {}
     for l in range(L):
         for kv, c in enumerate("kv"):
-            layout[f"l{l}.{c}"] = (seg_addr(l, kv, 0, P), Dt, C * n, n, np.int8)
+            layout[f"l{l}.{c}"] = (kv_addr + kv_row(l, kv, P, 0) * n, Dt, n * n, n, np.int8)
     layout["logits"] = (addr, V, 4 * n, 1, np.dtype("<i4"))
     addr = _ceil(addr + V * 4 * n, 64) * 64
     layout["token"] = (addr, 1, n, 1, np.int8)
@@ -669,9 +722,10 @@ def compile_decode_step(model, token, position, kv_cache, config=None, *, weight
         Kc, Vc = _cache_rows(kv_cache, l, d) if P else (np.zeros((0, d)), np.zeros((0, d)))
         caches.append((Kc.astype(np.int8), Vc.astype(np.int8)))
         for kv, A in enumerate(caches[-1]):
-            for s in range(Dt):
-                a = seg_addr(l, kv, s)
-                image[a:a + P * n] = np.ascontiguousarray(A[:, s * n:(s + 1) * n]).tobytes()
+            for p in range(P):
+                for s in range(Dt):
+                    a = kv_addr + kv_row(l, kv, p, s) * n
+                    image[a:a + n] = A[p, s * n:(s + 1) * n].tobytes()
     a0 = dram_map["stream"][0]
     for t in [t for g in gemvs for k in ("qkv", "wo", "w1", "w2") for t in pieces_of(g[k])] + \
             pieces_of(wout):
@@ -683,11 +737,12 @@ def compile_decode_step(model, token, position, kv_cache, config=None, *, weight
     T_rows = max([m_of[k] for k in ("wo", "w1", "w2") if chosen[k] < n] + [1])
     U_rows = max(m_of["w1"], Ft)
     kv_regions = L if preload else 1
+    region_rows = Ct * Dt * n                        # a layer's K (or V): key tiles x segments
     sbuf_map, row = {}, 0
     for name, rows in [("emb", 2 * Dt), ("x", Dt), ("consts", len(consts)),
                        ("tables", len(tables)), ("xs", max(d, f)), ("q", Dt),
-                       ("kvo", 2 * L * Dt), ("k", kv_regions * Dt * C),
-                       ("v", kv_regions * Dt * C), ("p", Lt * H), ("t", T_rows),
+                       ("kvo", 2 * L * Dt), ("k", kv_regions * region_rows),
+                       ("v", kv_regions * region_rows), ("p", Lt * H), ("t", T_rows),
                        ("u", U_rows), ("a", Dt), ("argmax", V + 1)]:
         sbuf_map[name] = (row, rows)
         row += rows
@@ -699,6 +754,9 @@ def compile_decode_step(model, token, position, kv_cache, config=None, *, weight
     if preload:
         sbuf_map["weights"] = (ring_row, all_transfers_rows)
         row += all_transfers_rows
+        if _timing_only:                 # the commands only: every piece at the ring's row
+            row = ring_row + max(len(t.data) // n for g in gemvs for k in g
+                                 for t in pieces_of(g[k]))
     else:
         sbuf_map["ring"] = (ring_row, slots * slot_rows)
         row += slots * slot_rows
@@ -706,8 +764,9 @@ def compile_decode_step(model, token, position, kv_cache, config=None, *, weight
           ", ".join(f"{k} {v[1]}" for k, v in sbuf_map.items()))
     S_ = {k: v[0] for k, v in sbuf_map.items()}
     spaced = lambda t: S_["xs"] + t * n + n - 1
-    Kreg = lambda l: S_["k"] + (l if preload else 0) * Dt * C
-    Vreg = lambda l: S_["v"] + (l if preload else 0) * Dt * C
+    # a layer's K (V) region: key tile j, segment s, position n j + r at row (j Dt + s) n + r
+    Kreg = lambda l: S_["k"] + (l if preload else 0) * region_rows
+    Vreg = lambda l: S_["v"] + (l if preload else 0) * region_rows
 
     Y_rows = max(max(m_of.values()), 1)
     psum_map, row = {}, 0
@@ -726,33 +785,47 @@ def compile_decode_step(model, token, position, kv_cache, config=None, *, weight
                        TAG_CONST),
              _Transfer("pos_emb row", dram_map["pos_emb"][0] + P * d, Dt, n, S_["emb"] + Dt,
                        TAG_CONST),
-             _Transfer("consts", dram_map["consts"][0], len(consts), n, S_["consts"],
-                       TAG_CONST),
-             _Transfer("exp table", tab(0), table_rows, n, S_["tables"], TAG_CONST)]
-    for t in start:
+             _Transfer("ones", dram_map["consts"][0], ones_rows, n, S_["consts"], TAG_CONST)]
+    rest = [_Transfer("consts", dram_map["consts"][0] + ones_rows * n, len(consts) - ones_rows,
+                      n, S_["consts"] + ones_rows, TAG_CONST),
+            _Transfer("exp table", tab(0), table_rows, n, S_["tables"], TAG_CONST)]
+    for t in start + rest:
         t.data = bytes(image[t.addr:t.addr + t.rows * n])
     order = list(start)
+    kv_tiles = {}                    # (l, kv) -> [the transfers of key tile j]
+    gelu_loads = {}                  # table index -> its transfer
     for l in range(L):
         order += pieces_of(gemvs[l]["qkv"])
+        if l == 0:
+            order += rest
         for kv, tag, reg in ((0, TAG_K, Kreg(l)), (1, TAG_V, Vreg(l))):
-            for s in range(Dt):
-                if P:
-                    a = seg_addr(l, kv, s)
-                    order.append(_Transfer(f"l{l}.{'kv'[kv]} cache [{s}]", a, P, n,
-                                           reg + s * C, tag,
-                                           gate=f"l{l - 1}.attention" if l else None,
-                                           data=bytes(image[a:a + P * n])))
+            tiles = kv_tiles[l, kv] = []
+            for j in range(_ceil(P, n)):
+                full = min(n, P - j * n) == n
+                parts = [(0, Dt * n)] if full else [(s * n, P - j * n) for s in range(Dt)]
+                tiles.append([])
+                for r0, rows in parts:
+                    a = kv_addr + (kv_row(l, kv, j * n, 0) + r0) * n
+                    t = _Transfer(f"l{l}.{'kv'[kv]} tile {j}+{r0}", a, rows, n,
+                                  reg + j * Dt * n + r0, tag,
+                                  gate=f"l{l - 1}.attention" if l else None,
+                                  data=bytes(image[a:a + rows * n]))
+                    tiles[-1].append(t)
+                    order.append(t)
         gi = 1 + gelu_ids[l]
-        a = tab(gi)
-        order.append(_Transfer(f"l{l}.gelu table", a, table_rows, n,
-                               S_["tables"] + gi * table_rows, TAG_TABLE,
-                               data=bytes(image[a:a + table_rows * n])))
+        if gelu_ids.index(gelu_ids[l]) == l:         # each distinct table once
+            a = tab(gi)
+            gelu_loads[gi] = _Transfer(f"l{l}.gelu table", a, table_rows, n,
+                                       S_["tables"] + gi * table_rows, TAG_TABLE,
+                                       data=bytes(image[a:a + table_rows * n]))
+            order.append(gelu_loads[gi])
         for k in ("wo", "w1", "w2"):
             order += pieces_of(gemvs[l][k])
     order += pieces_of(wout)
     for i, t in enumerate(t for t in order if t.row is None):
         t.piece = i
-    sbuf_image = np.zeros((config.sbuf_rows, n), dtype=np.int8) if preload else None
+    sbuf_image = (np.zeros((config.sbuf_rows, n), dtype=np.int8)
+                  if preload and not _timing_only else None)
 
     # Emission -------------------------------------------------------------------------------
     em = _Emitter(config, P_["scratch"])
@@ -760,6 +833,9 @@ def compile_decode_step(model, token, position, kv_cache, config=None, *, weight
     em.stream = _DecodeStream(em.commands, P_["scratch"], em, timing)
     feeder = _Feeder(em, timing, order, ring_row=ring_row, slot_rows=slot_rows, slots=slots,
                      preload=preload, sbuf_image=sbuf_image)
+    if _timing_only:
+        for t in feeder.pieces:
+            t.row = ring_row
     st = em.stream
     st.feeder = feeder
     rq = model.rq
@@ -780,18 +856,15 @@ def compile_decode_step(model, token, position, kv_cache, config=None, *, weight
         return buffer
 
     def matmul(buffer, a, b, count, acc):
-        em.other(Command(Op.MATMUL, buffer=buffer, a=a, b=b, count=count, acc=int(acc)))
+        em.other(Command(Op.MATMUL, buffer=buffer, a=a, b=b, count=count, acc=int(bool(acc))))
 
     def gemv(tiles, y):
         """The x-stationary GEMV of ``tiles`` (x in the spaced rows) into PSUM rows y.."""
-        first = True
-        for kt, c, parts in tiles:
+        for i, (kt, c, parts) in enumerate(tiles):
             buffer = weights(spaced(kt) - c, c + 1, transpose=1)
             for t, r0, rows in parts:
-                a = feeder.use(t)
-                matmul(buffer, a, y + r0, rows, acc=not (first and kt == 0 and c == 0))
+                matmul(buffer, feeder.use(t), y + r0, rows, acc=i > 0)
                 feeder.consumed(t)
-            first = False
 
     def transpose(src, m, L_, dst, acc):
         """SBUF rows src.. (m rows, L_ lanes) to row form in PSUM rows dst.. (module
@@ -815,7 +888,7 @@ def compile_decode_step(model, token, position, kv_cache, config=None, *, weight
             vec(VectorOp.SCALE, 1, a=x32 + t, b=r, d=spaced(t), shift=shift,
                 reads=[(_P, x32 + t), (_P, r)], writes=(_S, spaced(t)))
 
-    def residual(name, L_, N, y, rq_name):
+    def residual(L_, N, y, rq_name):
         """x = sat8(x + requant(y)) from the GEMV output in PSUM rows y.."""
         if L_ == n:
             a8 = S_["a"]
@@ -833,11 +906,6 @@ def compile_decode_step(model, token, position, kv_cache, config=None, *, weight
     vec(VectorOp.ADD8, Dt, a=S_["emb"], b=S_["emb"] + Dt, d=x_row,
         reads=[(_S, S_["emb"]), (_S, S_["emb"] + Dt)], writes=(_S, x_row))
     bias_row = P_["bias"]
-    if k_last < n:
-        _, doublings = mask_bias(dh)
-        emit_mask_bias(st, rows=H, mask_tiles=[S_["consts"] + c_mask],
-                       big=S_["consts"] + c_big, bias_tiles=[bias_row], doublings=doublings)
-    vec(VectorOp.LOAD_TABLE, 1, a=S_["tables"])
     em.phase("l0.norm1")
     norm(model.norm_shift[0])
     y = P_["y"]
@@ -852,19 +920,25 @@ def compile_decode_step(model, token, position, kv_cache, config=None, *, weight
             requant(src, kvo + (2 * l + kv) * Dt, Dt, rq[f"l{l}.{c}"])
             reg = Kreg(l) if kv == 0 else Vreg(l)
             for s in range(Dt):
-                requant(src + s, reg + s * C + P, 1, rq[f"l{l}.{c}"])
+                requant(src + s, reg + (P // n * Dt + s) * n + P % n, 1, rq[f"l{l}.{c}"])
 
         em.phase(f"l{l}.attention")
-        if P:
-            feeder.use(next(t for t in order if t.what == f"l{l}.k cache [{Dt - 1}]"))
         s_row = P_["s"]
         for j in range(Lt):
+            if j < len(kv_tiles[l, 0]):
+                feeder.use(kv_tiles[l, 0][j][-1])
             kj = min(n, keys - j * n)
             for s in range(Dt):
-                buffer = weights(Kreg(l) + s * C + j * n, kj, transpose=1)
+                buffer = weights(Kreg(l) + (j * Dt + s) * n, kj, transpose=1)
                 matmul(buffer, S_["q"] + s, s_row + j * H + s // sph, 1, acc=s % sph)
-        if l:
-            vec(VectorOp.LOAD_TABLE, 1, a=S_["tables"])
+        if l == 0:
+            feeder.use(rest[-1])
+            if k_last < n:
+                _, doublings = mask_bias(dh)
+                emit_mask_bias(st, rows=H, mask_tiles=[S_["consts"] + c_mask],
+                               big=S_["consts"] + c_big, bias_tiles=[bias_row],
+                               doublings=doublings)
+        vec(VectorOp.LOAD_TABLE, 1, a=S_["tables"])
         last = s_row + (Lt - 1) * H
         if k_last < n:
             vec(VectorOp.ADD32, H, a=last, b=bias_row, d=last,
@@ -874,13 +948,13 @@ def compile_decode_step(model, token, position, kv_cache, config=None, *, weight
         emit_softmax(st, rows=H, scores=[s_row + j * H for j in range(Lt)], mx=sm,
                      total=sm + H, r=sm + 2 * H, ones=ones,
                      out=[S_["p"] + j * H for j in range(Lt)], multiplier=m_, shift=s_)
-        if P:
-            feeder.use(next(t for t in order if t.what == f"l{l}.v cache [{Dt - 1}]"))
         o = P_["o"]
-        for s in range(Dt):
-            for j in range(Lt):
-                kj = min(n, keys - j * n)
-                buffer = weights(Vreg(l) + s * C + j * n, kj)
+        for j in range(Lt):
+            if j < len(kv_tiles[l, 1]):
+                feeder.use(kv_tiles[l, 1][j][-1])
+            kj = min(n, keys - j * n)
+            for s in range(Dt):
+                buffer = weights(Vreg(l) + (j * Dt + s) * n, kj)
                 matmul(buffer, S_["p"] + j * H + s // sph, o + s, 1, acc=j > 0)
         for t in range(Dt):
             requant(o + t, spaced(t), 1, rq[f"l{l}.o"])
@@ -888,13 +962,13 @@ def compile_decode_step(model, token, position, kv_cache, config=None, *, weight
 
         em.phase(f"l{l}.wo")
         gemv(g["wo"], y)
-        residual("wo", chosen["wo"], d, y, f"l{l}.attn")
+        residual(chosen["wo"], d, y, f"l{l}.attn")
         em.phase(f"l{l}.norm2")
         norm(model.norm_shift[2 * l + 1])
         em.phase(f"l{l}.mlp")
         gemv(g["w1"], y)
         gi = 1 + gelu_ids[l]
-        feeder.use(next(t for t in order if t.what == f"l{l}.gelu table"))
+        feeder.use(gelu_loads[gi])
         L1 = chosen["w1"]
         u = S_["u"]
         if L1 == n:
@@ -912,7 +986,7 @@ def compile_decode_step(model, token, position, kv_cache, config=None, *, weight
             for t in range(Ft):
                 requant(P_["g32"] + t, spaced(t), 1, (1, 0))
         gemv(g["w2"], y)
-        residual("w2", chosen["w2"], d, y, f"l{l}.down")
+        residual(chosen["w2"], d, y, f"l{l}.down")
         if l + 1 < L:
             em.phase(f"l{l + 1}.norm1")
             norm(model.norm_shift[2 * l + 2])
@@ -921,7 +995,10 @@ def compile_decode_step(model, token, position, kv_cache, config=None, *, weight
     norm(model.norm_shift[2 * L])
     lg = P_["logits"]
     gemv(wout, lg)
-    em.store(addr=layout["l0.k"][0], row=kvo, count=2 * L * Dt, stride=C * n, tag=TAG_OUT)
+    for l in range(L):
+        for kv, c in enumerate("kv"):
+            em.store(addr=layout[f"l{l}.{c}"][0], row=kvo + (2 * l + kv) * Dt, count=Dt,
+                     stride=n * n, tag=TAG_OUT)
     em.store(addr=layout["logits"][0], row=lg, count=V, tag=TAG_OUT, psum=True)
     am = P_["argmax"]
     mx, dd, w32, tm = am, am + 1, am + 1 + V, am + 1 + 2 * V
@@ -1047,25 +1124,38 @@ def _roomy(config, plan_need=None):
                    dram_bytes=max(config.dram_bytes, 1 << 24), commands=65536)
 
 
-def baseline_cycles(model, position, config=None, *, compute_only=True, **options):
-    """One decode step of ``model`` at ``position`` (a random KV cache; the cycles do not depend
-    on the values) on the emulator, against the DRAM bound. ``config`` (default
-    :data:`DEFAULT_CONFIG`) gives n and the DRAM channel; the memories are enlarged to whatever
-    the model needs. Returns a dict: ``cycles``, ``bound`` (ceil((weight + KV bytes) /
-    bandwidth)), ``ratio``, ``weight_bytes``, ``kv_bytes``, ``dma_bytes``, ``lanes``,
-    ``phase_cycles`` and, with ``compute_only``, ``compute_cycles``: the same step with every
-    input preloaded in SBUF (no DMA but the output stores)."""
+def baseline_cycles(model, position, config=None, *, compute_only=True, emulate=False,
+                    **options):
+    """One decode step of ``model`` (an IntModel or any object with its attributes, e.g.
+    ``programs.mesh_decode.random_int_model``) at ``position`` (a random KV cache: the cycles
+    do not depend on the values) against its DRAM bound. ``config`` (default
+    :data:`DEFAULT_CONFIG`) gives n and the DRAM channel; the memories and the command memory
+    are enlarged to whatever the model needs. The cycles are the compiler's timing model's
+    (:attr:`DecodePlan.cycles`, exact: the tests check it against the emulator); with
+    ``emulate`` the emulator runs the step too and must agree.
+
+    Returns a dict: ``cycles``, ``bound`` (ceil((weight + KV bytes) / bandwidth)), ``ratio``
+    (cycles / bound), ``weight_bytes``, ``kv_bytes``, ``dma_bytes`` (everything the DMA moves:
+    also the embedding rows, constants, tables and output stores), ``dma_bound``
+    (ceil(dma_bytes / bandwidth)), ``lanes``, ``phase_cycles`` and, with ``compute_only``,
+    ``compute_cycles``: the same step with every input already in SBUF (no LOADs): the
+    compute alone, the floor when the DRAM is fast."""
     config = _roomy(DEFAULT_CONFIG if config is None else config)
     cache = _synthetic_cache(model, position)
     plan = compile_decode_step(model, 0, position, cache, config, **options)
-    run = run_decode_step(plan)
-    out = dict(cycles=run.cycles, bound=plan.dram_bound, ratio=run.cycles / plan.dram_bound,
+    phases = plan.phase_cycles
+    if emulate:
+        run = run_decode_step(plan)
+        if run.issue != plan.predicted:
+            raise AssertionError("the emulator and the compiler's timing model disagree")
+    bw = config.dram_bandwidth
+    out = dict(cycles=plan.cycles, bound=plan.dram_bound, ratio=plan.cycles / plan.dram_bound,
                weight_bytes=plan.weight_bytes, kv_bytes=plan.kv_bytes,
-               dma_bytes=plan.dma_bytes, lanes=dict(plan.lanes),
-               phase_cycles=run.phase_cycles, bandwidth=config.dram_bandwidth, n=config.n,
+               dma_bytes=plan.dma_bytes, dma_bound=_ceil(plan.dma_bytes, bw),
+               lanes=dict(plan.lanes), phase_cycles=phases, bandwidth=bw, n=config.n,
                position=position)
     if compute_only:
         pre = compile_decode_step(model, 0, position, cache, config, weights_in="sbuf",
-                                  **options)
-        out["compute_cycles"] = run_decode_step(pre).cycles
+                                  _timing_only=True, **options)
+        out["compute_cycles"] = pre.cycles
     return out

@@ -124,16 +124,34 @@ def test_cycles_follow_the_dram_bound(model):
                               replace(DEFAULT_CONFIG, sbuf_rows=16384), weights_in="sbuf")
     compute = run_decode_step(pre)
     assert compute.outputs["token"] == runs[8].outputs["token"]
-    assert sum(c.op == Op.DMA for c in pre.commands) == 3            # the output stores
+    assert sum(c.op == Op.DMA for c in pre.commands) == 6     # stores: K, V, logits, token
     assert compute.cycles <= runs[8].cycles < 1.03 * compute.cycles
 
 
 def test_baseline_cycles(model):
-    r = baseline_cycles(model, 20, replace(DEFAULT_CONFIG, dram_bandwidth=2))
+    """The sweep helper: the timing model's cycles (the emulator agrees with ``emulate``), the
+    compute-only cycles (commands only, every input in SBUF) equal to a preloaded run's, and a
+    synthetic model 4x wider whose step at 8 bytes a cycle comes within 10% of its bound."""
+    config = replace(DEFAULT_CONFIG, dram_bandwidth=2)
+    r = baseline_cycles(model, 20, config, emulate=True)
     assert r["bound"] == dram_bound(model, 20, 2) and r["ratio"] == r["cycles"] / r["bound"]
-    assert 1 < r["ratio"] < 1.05 and r["compute_cycles"] < r["cycles"] / 2
+    assert 1 < r["ratio"] < 1.05 and r["cycles"] < 1.01 * r["dma_bound"]
     assert r["weight_bytes"] == 2 * (4 * 64 * 64 + 2 * 64 * 128) + 64 * 13
     assert r["kv_bytes"] == 2 * 2 * 20 * 64
+    logits, cache = model.int_forward_prefill(np.arange(20) % 13)
+    pre = compile_decode_step(model, 3, 20, cache, replace(config, sbuf_rows=16384),
+                              weights_in="sbuf")
+    run = run_decode_step(pre)
+    assert run.cycles == pre.cycles == r["compute_cycles"] < r["cycles"] / 2
+    ref, trace, _ = reference_step(model, 3, cache)
+    check_step(model, run, ref, trace)
+
+    from programs.mesh_decode.model import random_int_model
+    wide = random_int_model(256, 16, 1024, 2, 13, seed=1)
+    r = baseline_cycles(wide, 30)
+    assert r["lanes"] == {"qkv": 8, "wo": 8, "w1": 8, "w2": 8, "out": 1}
+    assert r["bound"] == dram_bound(wide, 30, 8) and 1 < r["ratio"] < 1.05
+    assert r["compute_cycles"] < r["cycles"]
 
 
 def test_refusals(model):
