@@ -737,7 +737,7 @@ def compile_decode_step(model, token, position, kv_cache, config=None, *, weight
     T_rows = max([m_of[k] for k in ("wo", "w1", "w2") if chosen[k] < n] + [1])
     U_rows = max(m_of["w1"], Ft)
     kv_regions = L if preload else 1
-    region_rows = Ct * Dt * n                        # a layer's K (or V): key tiles x segments
+    region_rows = Lt * Dt * n                        # a layer's K (or V): the key tiles in use
     sbuf_map, row = {}, 0
     for name, rows in [("emb", 2 * Dt), ("x", Dt), ("consts", len(consts)),
                        ("tables", len(tables)), ("xs", max(d, f)), ("q", Dt),
