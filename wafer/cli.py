@@ -15,6 +15,9 @@
                        [--json [FILE]] [--quick]
     wafer bench link [--sizes 16K,256K,1M] [--lanes 1,2,4] [--drops 0,0.001,0.01,0.05]
                      [--seeds 1,2,3,4] [--json [FILE]] [--plot FILE] [--quick]
+    wafer bench decode [--strong WxH,...] [--weak WxH,...] [--bandwidths B,...]
+                       [--dram-bandwidth B] [--share F] [--ttft WxH,...] [--json [FILE]]
+                       [--plot FILE] [--quick]
 
 ``wafer run`` without PROGRAM is the main demo: disaggregated inference of the tiny
 transformer (prefill on the prefill engine, the KV cache over the packet link, decode on the
@@ -187,6 +190,44 @@ def _parser():
     link.add_argument("--quick", action="store_true",
                       help="a short sweep (4K and 16K messages, 1 and 4 lanes, drop 0 and "
                            "0.05, seeds 1 and 2); explicit options still apply")
+    decode = benchmarks.add_parser(
+        "decode", help="mesh decode (weights in SRAM) against the engine streaming from DRAM",
+        description="The bandwidth result: one decode step on the mesh (weights resident in "
+                    "the cores' SRAM, emulator) against the same step on the prefill engine "
+                    "streaming every weight from DRAM, for the tiny model on every mesh "
+                    "(strong scaling) and models filling a share of each mesh's SRAM (weak "
+                    "scaling); rooflines, speedup against the SRAM/DRAM bandwidth ratio, the "
+                    "share of core-cycles waiting on the fabric, and time to first token of "
+                    "the disaggregated system against one engine. Tables, a JSON report and a "
+                    "PNG plot.")
+    decode.add_argument("--strong", metavar="WxH,...",
+                        help="meshes for the tiny model; 'none' for none (default: "
+                             "2x2,4x4,8x8,16x16)")
+    decode.add_argument("--weak", metavar="WxH,...",
+                        help="meshes for the weak-scaling models; 'none' for none (default: "
+                             "4x4,8x8,16x16)")
+    decode.add_argument("--bandwidths", metavar="B,...",
+                        help="the baseline's DRAM bandwidths, bytes per cycle (default: "
+                             "1,2,4,8,16)")
+    decode.add_argument("--dram-bandwidth", metavar="B",
+                        help="the default DRAM bandwidth (speedup plot, time to first token; "
+                             "default: 1, the closest to an H100's balance point)")
+    decode.add_argument("--share", metavar="F",
+                        help="weak scaling: the weights' largest share of the SRAM (default: "
+                             "0.5)")
+    decode.add_argument("--ttft", metavar="WxH,...",
+                        help="meshes of the time-to-first-token comparison; 'none' for none "
+                             "(default: 4x4,8x8)")
+    decode.add_argument("--json", nargs="?", const="-", default="results/bench_decode.json",
+                        metavar="FILE",
+                        help="write the JSON report to FILE (default: %(default)s); without "
+                             "FILE, print it to stdout instead of the tables")
+    decode.add_argument("--plot", default="results/bench_decode.png", metavar="FILE",
+                        help="write the speedup plot (PNG) to FILE; 'none' for no plot "
+                             "(default: %(default)s)")
+    decode.add_argument("--quick", action="store_true",
+                        help="a short sweep (4x4 strong and weak, 1 and 8 B/cycle, time to "
+                             "first token on 4x4); explicit options still apply")
     from wafer.trace import add_parser as add_trace_parser
     add_trace_parser(commands)
     return parser
@@ -423,6 +464,62 @@ def _bench_link(args):
     return _run_benchmark(args, run, render_link, (LinkMismatch,), width=150)
 
 
+def _mesh_shapes(text, option):
+    if text.strip().lower() == "none":
+        return ()
+    shapes = []
+    for part in text.split(","):
+        try:
+            config = MeshConfig.parse_shape(part.strip())
+        except ConfigError as error:
+            raise UsageError(f"{option}: {error}") from None
+        shapes.append(config.shape)
+    return tuple(dict.fromkeys(shapes))
+
+
+def _decode_sweep(args):
+    from wafer.bench_decode import QUICK, DecodeSweep
+
+    values = dict(QUICK) if args.quick else {}
+    for name in ("strong", "weak", "ttft"):
+        text = getattr(args, name)
+        if text is not None:
+            values[name] = _mesh_shapes(text, f"--{name}")
+    if args.bandwidths is not None:
+        values["bandwidths"] = tuple(dict.fromkeys(_bandwidths(args.bandwidths,
+                                                               "--bandwidths")))
+    if args.dram_bandwidth is not None:
+        values["dram_bandwidth"] = _bandwidths(args.dram_bandwidth, "--dram-bandwidth")[0]
+    if args.share is not None:
+        values["share"] = _list(args.share, "--share", float, "a number")[0]
+    sweep = DecodeSweep(**values)
+    try:
+        sweep.check()
+    except ValueError as error:     # ConfigError too
+        raise UsageError(str(error)) from None
+    if not sweep.points():
+        raise UsageError("nothing to run: --strong, --weak and --ttft are all empty")
+    return sweep
+
+
+def _bench_decode(args):
+    from wafer.bench_decode import DecodeMismatch, plot_decode, render_decode, \
+        run_decode_sweep
+
+    sweep = _decode_sweep(args)
+    plot = None if args.plot.strip().lower() == "none" else args.plot
+
+    def run(progress):
+        report = run_decode_sweep(sweep, progress)
+        if plot:
+            Path(plot).parent.mkdir(parents=True, exist_ok=True)
+            plot_decode(report, plot)
+        report["plot"] = plot
+        return report
+    # The baseline table has twelve columns.
+    return _run_benchmark(args, run, render_decode, (DecodeMismatch,), width=160)
+
+
 def _bench_prefill(args):
     from wafer.bench_prefill import PrefillMismatch, render_prefill, run_prefill_sweep
 
@@ -480,6 +577,8 @@ def main(argv=None):
             status = _bench_prefill(args)
         elif args.benchmark == "link":
             status = _bench_link(args)
+        elif args.benchmark == "decode":
+            status = _bench_decode(args)
         else:
             status = _bench_fabric(args)
     except (UsageError, ConfigError) as error:

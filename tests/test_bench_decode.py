@@ -1,0 +1,116 @@
+"""Quick checks of the decode bandwidth benchmark (``wafer bench decode``): the QUICK sweep's
+report and its fields, the mesh's cycles equal to the decoder's exact cycles, the baseline's
+equal to ``baseline_cycles``, the speedup and roofline columns computed from those, the PNG
+plot, a refused mesh reported, and the command line."""
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from mesh import MeshConfig
+from programs.decode_baseline import DEFAULT_CONFIG, baseline_cycles
+from programs.mesh_decode import MeshDecoder, prefill
+from programs.transformer import task
+from programs.transformer.model import IntModel
+from wafer.bench_decode import QUICK, DecodeSweep, plot_decode, run_decode_sweep, \
+    weak_model_dims
+from wafer.cli import main
+
+
+@pytest.fixture(scope="module")
+def report():
+    return run_decode_sweep(DecodeSweep(**QUICK))
+
+
+def _point(report, scaling, mesh):
+    return next(p for p in report["points"] if (p["scaling"], p["mesh"]) == (scaling, mesh))
+
+
+def test_report_fields(report):
+    assert report["benchmark"] == "decode"
+    assert report["dram_bandwidth"] == 1 and report["bandwidths"] == [1, 8]
+    assert "H100" in report["dram_bandwidth_source"]
+    assert report["balance_matched_bandwidth"] == pytest.approx(128 * 3.35 / 989)
+    assert [(p["scaling"], p["mesh"]) for p in report["points"]] == [("strong", "4x4"),
+                                                                       ("weak", "4x4")]
+    for p in report["points"]:
+        assert p["fits"] and p["cores"] == 16 and p["sram_bandwidth"] == 16 * 8
+        assert p["sram_bytes"] == 16 * 4096 * 4
+        assert p["weight_share"] == p["weight_bytes"] / p["sram_bytes"]
+        m = p["mesh_decode"]
+        assert {"cycles", "cycles_per_token", "mac_utilization", "fabric_wait_share",
+                "phase_share", "roofline", "roofline_share"} <= m.keys()
+        assert 0 < m["fabric_wait_share"] < 1 and 0 < m["roofline_share"] <= 1
+        assert m["roofline"] == p["weight_bytes"] / (4 * p["cores"])
+        assert m["roofline_share"] == m["roofline"] / m["cycles"]
+        assert sorted(p["baseline"]) == ["1", "8"]
+    weak = _point(report, "weak", "4x4")
+    assert 0.4 < weak["weight_share"] <= 0.5
+    assert (weak["model"]["d_model"], weak["model"]["d_ff"]) == weak_model_dims(
+        MeshConfig.parse_shape("4x4"), 0.5)
+    [t] = report["ttft"]
+    assert t["mesh"] == "4x4" and t["tokens"] >= 2
+    d, s = t["disaggregated"], t["single_engine"]
+    assert d["ttft"] == d["prefill"] + d["transfer"] + d["first_decode_step"]
+    assert d["transfer"] == d["link"] + d["delivery"] > 0
+    assert s["ttft"] == s["prefill"] + s["first_decode_step"] and s["prefill"] == d["prefill"]
+    assert t["ttft_speedup"] == s["ttft"] / d["ttft"] > 1
+    assert t["total_speedup"] == s["total"] / d["total"] > 1
+    json.dumps(report)
+
+
+def test_mesh_cycles_equal_the_decoders_for_the_tiny_model_on_4x4(report):
+    model = IntModel.load()
+    _, cache, first = prefill(model, task.tokenize(QUICK.get("prompt", "123+459=")))
+    run = MeshDecoder(model, MeshConfig.parse_shape("4x4")).run(cache, first, steps=1)
+    p = _point(report, "strong", "4x4")
+    assert p["position"] == cache.length == 8
+    assert p["mesh_decode"]["cycles"] == p["mesh_decode"]["cycles_per_token"] == run.cycles
+    assert run.cycles == 4959       # simulated cycles are exact
+
+
+def test_baseline_cycles_and_speedup(report):
+    model = IntModel.load()
+    p = _point(report, "strong", "4x4")
+    for key, b in p["baseline"].items():
+        bw = int(key)
+        want = baseline_cycles(model, p["position"], replace(DEFAULT_CONFIG, dram_bandwidth=bw))
+        assert b["cycles"] == want["cycles"] and b["bound"] == want["bound"]
+        assert b["compute_cycles"] == want["compute_cycles"]
+        assert b["effective_bandwidth"] == min(bw, 8)
+        assert b["roofline"] == p["weight_bytes"] / min(bw, 8)
+        assert b["roofline_share"] == b["roofline"] / b["cycles"]
+        assert b["speedup"] == b["cycles"] / p["mesh_decode"]["cycles"]
+        assert b["bandwidth_ratio"] == p["sram_bandwidth"] / min(bw, 8)
+    # DRAM-bound at 1 B/cycle: the mesh beats the baseline by far more than at 8 B/cycle.
+    assert p["baseline"]["1"]["speedup"] > 4 * p["baseline"]["8"]["speedup"] > 4
+
+
+def test_plot_is_a_png(report, tmp_path):
+    path = tmp_path / "decode.png"
+    plot_decode(report, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_tables_json_plot_and_a_refused_mesh(tmp_path, capsys):
+    out, png = tmp_path / "d.json", tmp_path / "d.png"
+    assert main(["bench", "decode", "--strong", "2x2,4x4", "--weak", "none", "--ttft", "none",
+                 "--bandwidths", "8", "--json", str(out), "--plot", str(png)]) == 0
+    text = capsys.readouterr().out
+    assert "Mesh decode" in text and "Baseline" in text and "2x2: skipped" in text
+    data = json.loads(out.read_text())
+    refused, fits = data["points"]
+    assert not refused["fits"] and refused["refused"] and fits["fits"]
+    assert data["bandwidths"] == [1, 8]
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--strong", "3y3"], "--strong"),
+    (["--bandwidths", "0"], "--bandwidths"),
+    (["--strong", "none", "--weak", "none", "--ttft", "none"], "nothing to run"),
+])
+def test_bad_options_are_usage_errors(argv, message, capsys):
+    assert main(["bench", "decode", *argv, "--plot", "none", "--json", "-"]) == 2
+    assert message in capsys.readouterr().err
