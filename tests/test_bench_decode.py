@@ -83,6 +83,9 @@ def test_baseline_cycles_and_speedup(report):
         assert b["roofline_share"] == b["roofline"] / b["cycles"]
         assert b["speedup"] == b["cycles"] / p["mesh_decode"]["cycles"]
         assert b["bandwidth_ratio"] == p["sram_bandwidth"] / min(bw, 8)
+    est = p["balance_estimate"]
+    assert not est["simulated"] and est["speedup"] == pytest.approx(
+        p["baseline"]["1"]["cycles"] * 989 / (128 * 3.35) / p["mesh_decode"]["cycles"])
     # DRAM-bound at 1 B/cycle: the mesh beats the baseline by far more than at 8 B/cycle.
     assert p["baseline"]["1"]["speedup"] > 4 * p["baseline"]["8"]["speedup"] > 4
 
