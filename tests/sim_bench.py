@@ -1,7 +1,36 @@
 """One Amaranth simulator per design, reused for many test bench jobs: constructing a
-``Simulator`` costs seconds, a reset costs nothing."""
+``Simulator`` costs seconds, a reset costs nothing.
 
+A test module that builds RTL benches sets ``pytestmark = RTL_TEST_MARKS`` and keeps its benches
+with :func:`kept`; conftest.py forgets them after each module and provides the
+``collect_unused_components`` fixture."""
+
+import pytest
+from amaranth.hdl import UnusedElaboratable
 from amaranth.sim import Simulator
+
+#: Amaranth warns about components built and never simulated, which construction-only tests do on
+#: purpose; collecting them after each test keeps the warning inside the test it belongs to.
+RTL_TEST_MARKS = [
+    pytest.mark.filterwarnings(f"ignore::{UnusedElaboratable.__module__}."
+                               f"{UnusedElaboratable.__qualname__}"),
+    pytest.mark.usefixtures("collect_unused_components"),
+]
+
+_kept = {}
+
+
+def kept(key, make):
+    """What ``make()`` returned for ``key`` the first time in this test module (a
+    :class:`Bench`, or a tuple holding one): kept until the module's tests are done."""
+    if key not in _kept:
+        _kept[key] = make()
+    return _kept[key]
+
+
+def drop_kept():
+    """Forget every kept bench (conftest.py does this after each test module)."""
+    _kept.clear()
 
 
 class Bench:

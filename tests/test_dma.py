@@ -9,11 +9,10 @@ the clock edge. One simulator serves each design (a configuration with fixed ini
 contents): every case resets it (memories included) and runs a new test bench job.
 """
 
-import gc
 
 import numpy as np
 import pytest
-from amaranth.hdl import Module, UnusedElaboratable
+from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -24,19 +23,12 @@ from hdl.dma import DmaEngine, DramModel, DramRequest, DramResponse
 from mesh.config import ConfigError
 from mesh.prefill import DmaError, DmaKind, PrefillConfig
 
-from sim_bench import Bench
+from sim_bench import RTL_TEST_MARKS, Bench, kept
 from verilator_lint import AMARANTH_WARNINGS, lint_warnings
 
-pytestmark = pytest.mark.filterwarnings(f"ignore::{UnusedElaboratable.__module__}."
-                                        f"{UnusedElaboratable.__qualname__}")
+pytestmark = RTL_TEST_MARKS
 
 LOAD, STORE_SBUF, STORE_PSUM = DmaKind.LOAD, DmaKind.STORE_SBUF, DmaKind.STORE_PSUM
-
-
-@pytest.fixture(autouse=True)
-def collect_unused_components():
-    yield
-    gc.collect()
 
 
 def small(**kwargs):
@@ -255,20 +247,11 @@ def contents(config, seed):
     return dram, sbuf, psum.astype(np.int32)
 
 
-_benches = {}
-
-
 def system_bench(config):
-    if config not in _benches:
+    def make():
         dram, sbuf, psum = contents(config, 1)
-        _benches[config] = (Bench(DmaSystem(config, dram, sbuf, psum)), (dram, sbuf, psum))
-    return _benches[config]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def drop_benches():
-    yield
-    _benches.clear()
+        return Bench(DmaSystem(config, dram, sbuf, psum)), (dram, sbuf, psum)
+    return kept(config, make)
 
 
 def run_system(config, schedule, drain=True, limit=20000):

@@ -9,7 +9,6 @@ import re
 import numpy as np
 import pytest
 
-from emulator import MeshEmulator
 from mesh import MeshConfig
 from programs.mesh_decode import (MeshDecoder, ModelDims, PlacementError, plan, prefill,
                                   random_int_model)

@@ -9,12 +9,11 @@ Cycle 0 is the first cycle of a test bench job (right after the simulator's rese
 runs it is also the first cycle with ``run`` high, and the command is offered in it.
 """
 
-import gc
 import random
 
 import numpy as np
 import pytest
-from amaranth.hdl import Module, UnusedElaboratable
+from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 
@@ -29,31 +28,9 @@ from mesh import ConfigError, MeshConfig, Port, RouteTable
 from mesh.link import LinkConfig
 from programs.delivery import Region, delivery_program, delivery_routes
 
-from sim_bench import Bench
+from sim_bench import RTL_TEST_MARKS, Bench, kept
 
-pytestmark = pytest.mark.filterwarnings(f"ignore::{UnusedElaboratable.__module__}."
-                                        f"{UnusedElaboratable.__qualname__}")
-
-
-@pytest.fixture(autouse=True)
-def collect_unused_components():
-    yield
-    gc.collect()
-
-
-_benches = {}
-
-
-def bench(key, make):
-    if key not in _benches:
-        _benches[key] = make()
-    return _benches[key]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def drop_benches():
-    yield
-    _benches.clear()
+pytestmark = RTL_TEST_MARKS
 
 
 def words_of(seed, count):
@@ -164,7 +141,7 @@ class EngineHarness:
 
 
 def engine():
-    return bench("engine", lambda: EngineHarness(ENGINE_CONFIG, ENGINE_BUFFER))
+    return kept("engine", lambda: EngineHarness(ENGINE_CONFIG, ENGINE_BUFFER))
 
 
 def delivered_rows(log, config):
@@ -432,7 +409,7 @@ def rtl_delivery(top, program, buffer, cmd, max_cycles=2000):
 
 
 def bench_of(top):
-    return bench(("mesh", id(top)), lambda: Bench(top))
+    return kept(("mesh", id(top)), lambda: Bench(top))
 
 
 @pytest.mark.parametrize("region, words, src", [
@@ -443,7 +420,7 @@ def test_rtl_mesh_end_to_end(region, words, src):
     """A 2x2 mesh with the engine on its west links. The RTL's west link words in every cycle,
     the done cycle, the mesh's cycle count and every SRAM word equal the emulator's, and the
     region holds the message."""
-    top = bench(("top",), lambda: _MeshWithDelivery(RTL_CONFIG, RTL_BUFFER))
+    top = kept(("top",), lambda: _MeshWithDelivery(RTL_CONFIG, RTL_BUFFER))
     d = delivery_program(RTL_CONFIG, region, color=1, words=words, base=3)
     buffer = words_of(21 + src, RTL_BUFFER)
     cmd = command(**d.command_fields(src=src))
@@ -467,7 +444,7 @@ def test_engine_one_row_one_color():
     backpressure; at depth 1 a row gets a word every other cycle at best."""
     config = MeshConfig(width=2, height=1, colors=1, buffer_depth=1, sram_words=256,
                         imem_words=64)
-    harness = bench("engine-1", lambda: EngineHarness(config, 16))
+    harness = kept("engine-1", lambda: EngineHarness(config, 16))
     buffer = words_of(5, 16)
     c = command(x0=0, y0=0, width=2, height=1, words=4, src=8, color=0)
     model, log = harness.run(buffer, [c, c], pop=0.6, seed=4)

@@ -9,12 +9,11 @@ fed to a lane of r cycles per word "at cycle c" has its word j on the lane in cy
 One simulator serves each design; every case resets it and runs a new job.
 """
 
-import gc
 import random
 import zlib
 
 import pytest
-from amaranth.hdl import Fragment, UnusedElaboratable
+from amaranth.hdl import Fragment
 
 import hdl
 from emulator.channel import FaultConfig
@@ -26,35 +25,13 @@ from mesh.link import (DropCause, Header, LinkConfig, PacketType, TxError, ack_p
                        build_packet, crc32)
 
 from link_harness import LinkHarness, scripted
-from sim_bench import Bench
+from sim_bench import RTL_TEST_MARKS, Bench, kept
 from verilator_lint import AMARANTH_WARNINGS, lint_warnings
 
-pytestmark = pytest.mark.filterwarnings(f"ignore::{UnusedElaboratable.__module__}."
-                                        f"{UnusedElaboratable.__qualname__}")
+pytestmark = RTL_TEST_MARKS
 
 DATA, ACK, NACK = PacketType.DATA, PacketType.ACK, PacketType.NACK
 TX_NODE, RX_NODE = 1, 2
-
-
-@pytest.fixture(autouse=True)
-def collect_unused_components():
-    yield
-    gc.collect()
-
-
-_benches = {}
-
-
-def bench(key, make):
-    if key not in _benches:
-        _benches[key] = make()
-    return _benches[key]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def drop_benches():
-    yield
-    _benches.clear()
 
 
 def words_of(seed, count):
@@ -195,7 +172,7 @@ TXC = LinkConfig(lanes=2, lane_width=32, latency=4, max_payload=4, window=4, tim
 
 
 def tx_bench(config=TXC):
-    return bench(("tx", config), lambda: Bench(PacketTx(config, TX_NODE, RX_NODE)))
+    return kept(("tx", config), lambda: Bench(PacketTx(config, TX_NODE, RX_NODE)))
 
 
 def run_tx(words, feeds, cycles, *, config=TXC, src=5, message=0x9A, length=None):
@@ -357,7 +334,7 @@ def run_rx(feeds, cycles, watch_words=()):
     """Feed ``feeds`` to the receiver (node 2, peer 1). Returns (acknowledgements out as (lane,
     first cycle, words), done cycles with message ids, final counters, the receive buffer, and
     for each word index in ``watch_words`` the first cycle it read nonzero)."""
-    b = bench(("rx", RXC), lambda: Bench(PacketRx(RXC, RX_NODE, TX_NODE)))
+    b = kept(("rx", RXC), lambda: Bench(PacketRx(RXC, RX_NODE, TX_NODE)))
     rx = b.dut
 
     async def job(ctx):
@@ -462,7 +439,7 @@ def test_rx_nacks_again_after_half_a_window():
     in 30..34, NACK in 35..39)."""
     config = LinkConfig(lanes=6, lane_width=32, latency=4, max_payload=4, window=8,
                         nack_gap=1, ack_queue=2, buffer_words=64, source_words=16)
-    b = bench(("rx", config), lambda: Bench(PacketRx(config, RX_NODE, TX_NODE)))
+    b = kept(("rx", config), lambda: Bench(PacketRx(config, RX_NODE, TX_NODE)))
     rx = b.dut
     words = words_of(40, 40)
     p = [data_packet(s, words[4 * s:4 * s + 4], 160) for s in range(10)]
@@ -497,7 +474,7 @@ def pair_config(lanes, lane_width, **kwargs):
 
 
 def harness(config):
-    return bench(("pair", config), lambda: LinkHarness(config, TX_NODE, RX_NODE))
+    return kept(("pair", config), lambda: LinkHarness(config, TX_NODE, RX_NODE))
 
 
 def check_delivered(run, words, message=1):

@@ -11,12 +11,10 @@ and records, per cycle, the command issued (``issue_valid``, ``issue_index``). O
 serves each configuration: every run resets it.
 """
 
-import gc
 from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
-from amaranth.hdl import UnusedElaboratable
 from amaranth.lib.wiring import In, Out
 
 import hdl
@@ -28,17 +26,10 @@ from mesh.prefill import Command, DmaKind, EngineError, Op, PrefillConfig
 from programs.integer_ops import exp_table
 from programs.prefill_ops import attention_head, rmsnorm
 
-from sim_bench import Bench
+from sim_bench import RTL_TEST_MARKS, Bench, kept
 from verilator_lint import AMARANTH_WARNINGS, lint_warnings
 
-pytestmark = pytest.mark.filterwarnings(f"ignore::{UnusedElaboratable.__module__}."
-                                        f"{UnusedElaboratable.__qualname__}")
-
-
-@pytest.fixture(autouse=True)
-def collect_unused_components():
-    yield
-    gc.collect()
+pytestmark = RTL_TEST_MARKS
 
 
 def small(**kwargs):
@@ -120,19 +111,8 @@ def test_error_causes_are_distinct():
 
 # Simulation ----------------------------------------------------------------------------------
 
-_benches = {}
-
-
 def bench_for(config):
-    if config not in _benches:
-        _benches[config] = Bench(PrefillEngine(config))
-    return _benches[config]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def drop_benches():
-    yield
-    _benches.clear()
+    return kept(config, lambda: Bench(PrefillEngine(config)))
 
 
 def pack(values, bits):

@@ -8,12 +8,11 @@ test bench job. Array ports are set and read as whole vectors (one ``ctx.get`` p
 ``out.data``), unpacked in Python.
 """
 
-import gc
 import re
 
 import numpy as np
 import pytest
-from amaranth.hdl import Shape, UnusedElaboratable
+from amaranth.hdl import Shape
 from amaranth.lib import data
 from amaranth.lib.wiring import In, Out
 from hypothesis import given, settings, strategies as st
@@ -23,36 +22,18 @@ from emulator import SystolicModel, systolic_reference
 from hdl import ProcessingElement, SystolicArray
 from hdl.systolic import Activation
 
-from sim_bench import Bench
+from sim_bench import RTL_TEST_MARKS, Bench, kept
 from verilator_lint import AMARANTH_WARNINGS, lint_warnings
 
-pytestmark = pytest.mark.filterwarnings(f"ignore::{UnusedElaboratable.__module__}."
-                                        f"{UnusedElaboratable.__qualname__}")
+pytestmark = RTL_TEST_MARKS
 
 SIZES = [2, 3, 5, 8]
 
 
-@pytest.fixture(autouse=True)
-def collect_unused_components():
-    yield
-    gc.collect()
-
-
 # One simulator per design ---------------------------------------------------------------------
 
-_benches = {}
-
-
 def array_bench(n):
-    if n not in _benches:
-        _benches[n] = Bench(SystolicArray(n))
-    return _benches[n]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def drop_benches():
-    yield
-    _benches.clear()
+    return kept(n, lambda: Bench(SystolicArray(n)))
 
 
 # Vectors as port values ----------------------------------------------------------------------

@@ -8,12 +8,11 @@ the clock edge that ends the cycle. One simulator serves each design: every case
 loads the memories and runs a new test bench job.
 """
 
-import gc
 import re
 
 import numpy as np
 import pytest
-from amaranth.hdl import Module, Shape, UnusedElaboratable, Elaboratable
+from amaranth.hdl import Module, Shape, Elaboratable
 from amaranth.lib import data
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -25,22 +24,15 @@ from emulator.vector_engine import VectorCommand, VectorEngineModel, vector_op
 from hdl.vector_engine import VectorEngine, VectorOp
 from mesh import isa, numerics
 
-from sim_bench import Bench
+from sim_bench import RTL_TEST_MARKS, Bench, kept
 from verilator_lint import AMARANTH_WARNINGS, lint_warnings
 
-pytestmark = pytest.mark.filterwarnings(f"ignore::{UnusedElaboratable.__module__}."
-                                        f"{UnusedElaboratable.__qualname__}")
+pytestmark = RTL_TEST_MARKS
 
 SIZES = [2, 5, 8]
 SBUF_ROWS, PSUM_ROWS = 256, 32
 INT32_MIN, INT32_MAX = -2**31, 2**31 - 1
 Op = model_module.VectorOp
-
-
-@pytest.fixture(autouse=True)
-def collect_unused_components():
-    yield
-    gc.collect()
 
 
 # The harness: the engine with its memories ----------------------------------------------------
@@ -72,19 +64,8 @@ class Harness(Elaboratable):
         return m
 
 
-_benches = {}
-
-
 def bench_for(n):
-    if n not in _benches:
-        _benches[n] = Bench(Harness(n))
-    return _benches[n]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def drop_benches():
-    yield
-    _benches.clear()
+    return kept(n, lambda: Bench(Harness(n)))
 
 
 def pack(values, bits):

@@ -44,7 +44,7 @@ def main(argv=None):
             f"{p} {100 * share[p]:.1f}% ({100 * wait[p]:.0f}% waiting)"
             for p in PHASES if p in share))
         cc, cw = m["corner_cycles"], m["corner_waits"]
-        print(f"  south-east core, per step: " + ", ".join(
+        print("  south-east core, per step: " + ", ".join(
             f"{p} {cc[p] / m['steps']:.0f} ({cw[p] / m['steps']:.0f} waiting)"
             for p in PHASES if p in cc))
         print(f"  waiting for the fabric (stall_in/stall_out): {100 * m['wait_share']:.1f}% of "
