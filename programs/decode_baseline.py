@@ -148,7 +148,7 @@ from mesh.prefill import Command, DmaKind, Op, PrefillConfig, VectorOp
 
 from .integer_ops import RSQRT_SHIFT, mask_bias
 from .prefill import tile_periods
-from .prefill_compiler import DEFAULT_CONFIG, _Emitter, _phase_cycles, _Stream
+from .prefill_compiler import DEFAULT_CONFIG, _Emitter, _phase_cycles, _Stream, run_plan
 from .prefill_ops import emit_mask_bias, emit_softmax
 
 __all__ = ["DEFAULT_CONFIG", "DecodePlan", "DecodeRun", "compile_decode_step",
@@ -1041,63 +1041,10 @@ def run_decode_step(plan, backend="emulator", *, max_cycles=5_000_000):
     """Run ``plan`` on ``backend`` ("emulator": :class:`emulator.prefill.PrefillEmulator` with
     the fast array model; "rtl": :class:`hdl.prefill.PrefillEngine` in the Amaranth simulator)
     and return a :class:`DecodeRun`."""
-    if backend == "emulator":
-        from emulator.prefill import PrefillEmulator
-        sbuf = None if plan.sbuf is None else plan.sbuf.view(np.uint8)
-        emu = PrefillEmulator(plan.config, dram=plan.dram, sbuf=sbuf, array="fast")
-        result = emu.run(plan.commands, max_cycles=max_cycles)
-        issue, cycles, dram, counters = result.issue, result.cycles, result.dram, result.counters
-    elif backend == "rtl":
-        issue, cycles, dram = _run_rtl(plan, max_cycles)
-        counters = {}
-    else:
-        raise ValueError(f"backend must be 'emulator' or 'rtl', not {backend!r}")
+    issue, cycles, dram, counters = run_plan(plan, backend, max_cycles, plan.dram_map["kv"][0])
     return DecodeRun(outputs=plan.read_outputs(dram), cycles=cycles, issue=list(issue),
                      phase_cycles=_phase_cycles(plan, issue, cycles), bound=plan.dram_bound,
                      counters=counters)
-
-
-def _run_rtl(plan, max_cycles):
-    """(issue cycles, cycles, DRAM image with the outputs) of ``plan`` on the RTL."""
-    from amaranth.sim import Simulator
-
-    from hdl.prefill import PrefillEngine
-
-    config = plan.config
-    engine = PrefillEngine(config, dram=plan.dram,
-                           sbuf=None if plan.sbuf is None else plan.sbuf.astype(np.int64))
-    engine.command_memory.init = [c.encode() for c in plan.commands]
-    sim = Simulator(engine)
-    sim.add_clock(1e-6)
-    state = {}
-
-    async def bench(ctx):
-        ctx.set(engine.run, 1)
-        issue = []
-        for cycle in range(max_cycles):
-            if ctx.get(engine.done) or ctx.get(engine.error):
-                break
-            if ctx.get(engine.issue_valid):
-                issue.append(cycle)
-            await ctx.tick()
-        else:
-            raise RuntimeError(f"the RTL did not stop within {max_cycles} cycles")
-        if ctx.get(engine.error):
-            raise RuntimeError(f"the RTL stopped with error {ctx.get(engine.error_cause)} at "
-                               f"command {ctx.get(engine.error_index)}")
-        state["issue"], state["cycles"] = issue, ctx.get(engine.cycles)
-        W = engine.dram_model.word_bytes
-        dram = bytearray(plan.dram)
-        dram.extend(bytes(-len(dram) % W))
-        first = plan.dram_map["kv"][0]
-        for word in range(first // W, len(dram) // W):
-            value = ctx.get(engine.dram_model.banks[word % 2].data[word // 2])
-            dram[word * W:(word + 1) * W] = value.to_bytes(W, "little")
-        state["dram"] = bytes(dram)
-
-    sim.add_testbench(bench)
-    sim.run()
-    return state["issue"], state["cycles"], state["dram"]
 
 
 # The sweep helper --------------------------------------------------------------------------------

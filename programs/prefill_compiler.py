@@ -657,24 +657,30 @@ def run_prefill(plan, backend="emulator", *, max_cycles=5_000_000):
     """Run ``plan`` on ``backend`` ("emulator": :class:`emulator.prefill.PrefillEmulator` with
     the fast array model; "rtl": :class:`hdl.prefill.PrefillEngine` in the Amaranth simulator,
     slow: minutes for a full prefill) and return a :class:`PrefillRun`."""
-    if backend == "emulator":
-        from emulator.prefill import PrefillEmulator
-        sbuf = None if plan.sbuf is None else plan.sbuf.view(np.uint8)
-        emu = PrefillEmulator(plan.config, dram=plan.dram, sbuf=sbuf, array="fast")
-        result = emu.run(plan.commands, max_cycles=max_cycles)
-        issue, cycles, dram, counters = result.issue, result.cycles, result.dram, result.counters
-    elif backend == "rtl":
-        issue, cycles, dram = _run_rtl(plan, max_cycles)
-        counters = {}
-    else:
-        raise ValueError(f"backend must be 'emulator' or 'rtl', not {backend!r}")
+    first_output = min(a for a, _, _ in plan.layout.values())
+    issue, cycles, dram, counters = run_plan(plan, backend, max_cycles, first_output)
     return PrefillRun(outputs=plan.read_outputs(dram), cycles=cycles, issue=list(issue),
                       phase_cycles=_phase_cycles(plan, issue, cycles), counters=counters,
                       dram_bytes_per_cycle=plan.dma_bytes / cycles)
 
 
-def _run_rtl(plan, max_cycles):
-    """(issue cycles, cycles, DRAM image with the outputs) of ``plan`` on the RTL."""
+def run_plan(plan, backend, max_cycles, read_from):
+    """(issue cycles, cycles, final DRAM image, counters) of a compiled plan (its ``config``,
+    ``dram``, ``sbuf`` and ``commands``) on ``backend``, "emulator" or "rtl" (counters: the
+    emulator's, empty for the RTL, whose DRAM is read back from byte ``read_from`` on)."""
+    if backend == "emulator":
+        from emulator.prefill import PrefillEmulator
+        sbuf = None if plan.sbuf is None else plan.sbuf.view(np.uint8)
+        emu = PrefillEmulator(plan.config, dram=plan.dram, sbuf=sbuf, array="fast")
+        result = emu.run(plan.commands, max_cycles=max_cycles)
+        return result.issue, result.cycles, result.dram, result.counters
+    if backend == "rtl":
+        return (*_run_rtl(plan, max_cycles, read_from), {})
+    raise ValueError(f"backend must be 'emulator' or 'rtl', not {backend!r}")
+
+
+def _run_rtl(plan, max_cycles, read_from):
+    """(issue cycles, cycles, DRAM image, read back from byte ``read_from``) on the RTL."""
     from amaranth.sim import Simulator
 
     from hdl.prefill import PrefillEngine
@@ -706,9 +712,8 @@ def _run_rtl(plan, max_cycles):
         state["issue"], state["cycles"] = issue, ctx.get(engine.cycles)
         W = engine.dram_model.word_bytes
         dram = bytearray(plan.dram)
-        first = min(a for a, _, _ in plan.layout.values())
         dram.extend(bytes(_align(len(dram), W) - len(dram)))
-        for word in range(first // W, len(dram) // W):
+        for word in range(read_from // W, len(dram) // W):
             value = ctx.get(engine.dram_model.banks[word % 2].data[word // 2])
             dram[word * W:(word + 1) * W] = value.to_bytes(W, "little")
         state["dram"] = bytes(dram)
