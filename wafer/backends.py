@@ -84,10 +84,12 @@ def run(program, backend="emulator", max_cycles=1_000_000, stall_limit=200, prog
     return Run(backend, result, seconds, status, message)
 
 
-def _run_emulator(program, max_cycles, stall_limit, progress):
+def _run_emulator(program, max_cycles, stall_limit, progress, emulator=None):
+    """The run on ``emulator`` (a new :class:`emulator.MeshEmulator` of ``program`` if None;
+    ``wafer trace`` passes a tracing one)."""
     from emulator import MeshCycleLimitExceeded, MeshEmulator, MeshNoProgress
 
-    emulator = MeshEmulator(program)
+    emulator = emulator or MeshEmulator(program)
     start = time.perf_counter()
     try:
         result = emulator.run(max_cycles=max_cycles, stall_limit=stall_limit,

@@ -447,19 +447,26 @@ def _link_sweep(args):
     return sweep
 
 
+def _plotted(args, run_sweep, plot):
+    """``run_sweep`` followed by its PNG at ``--plot`` (``none``: no plot); the report names
+    the file."""
+    path = None if args.plot.strip().lower() == "none" else args.plot
+
+    def run(progress):
+        report = run_sweep(progress)
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            plot(report, path)
+        report["plot"] = path
+        return report
+    return run
+
+
 def _bench_link(args):
     from wafer.bench_link import LinkMismatch, plot_link, render_link, run_link_sweep
 
     sweep = _link_sweep(args)
-    plot = None if args.plot.strip().lower() == "none" else args.plot
-
-    def run(progress):
-        report = run_link_sweep(sweep, progress)
-        if plot:
-            Path(plot).parent.mkdir(parents=True, exist_ok=True)
-            plot_link(report, plot)
-        report["plot"] = plot
-        return report
+    run = _plotted(args, lambda progress: run_link_sweep(sweep, progress), plot_link)
     # Four drop columns of up to 30 characters (a failed run's note) after three key columns.
     return _run_benchmark(args, run, render_link, (LinkMismatch,), width=150)
 
@@ -507,15 +514,7 @@ def _bench_decode(args):
         run_decode_sweep
 
     sweep = _decode_sweep(args)
-    plot = None if args.plot.strip().lower() == "none" else args.plot
-
-    def run(progress):
-        report = run_decode_sweep(sweep, progress)
-        if plot:
-            Path(plot).parent.mkdir(parents=True, exist_ok=True)
-            plot_decode(report, plot)
-        report["plot"] = plot
-        return report
+    run = _plotted(args, lambda progress: run_decode_sweep(sweep, progress), plot_decode)
     # The baseline table has twelve columns.
     return _run_benchmark(args, run, render_decode, (DecodeMismatch,), width=160)
 

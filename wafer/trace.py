@@ -142,25 +142,14 @@ class Traced:
 
 def _emulate(program, max_cycles, stall_limit, progress=None):
     """The emulator's traced run: (LinkUse, RunResult, status, message, seconds)."""
-    from emulator import MeshCycleLimitExceeded, MeshEmulator, MeshNoProgress
-    from mesh import Trap
+    from emulator import MeshEmulator
+    from wafer.backends import _run_emulator
 
     emulator = MeshEmulator(program, trace=True)
-    start = time.perf_counter()
-    try:
-        result = emulator.run(max_cycles=max_cycles, stall_limit=stall_limit,
-                              progress=progress)
-        status, message = "done", ""
-    except Trap as stop:
-        result, status, message = stop.result, "trap", str(stop)
-    except MeshNoProgress as stop:
-        result, status, message = stop.result, "no progress", str(stop)
-    except MeshCycleLimitExceeded as stop:
-        result, status, message = stop.result, "cycle limit", str(stop)
-    seconds = time.perf_counter() - start
-    use = LinkUse.from_trace(program.config, result.cycles, emulator.wavelets,
+    run = _run_emulator(program, max_cycles, stall_limit, progress, emulator=emulator)
+    use = LinkUse.from_trace(program.config, run.result.cycles, emulator.wavelets,
                              emulator.core_sends)
-    return use, result, status, message, seconds
+    return use, run.result, run.status, run.message, run.seconds
 
 
 def _counter(result, name):
