@@ -124,9 +124,9 @@ class SystemTop(wiring.Component):
     ``run``. ``progress``: in phase MESH, some core or router made progress (the mesh's
     ``progress``) or the delivery engine read or sent a word: the no-progress rule of a system
     run. The engine's, the sender's and the delivery engine's error causes, the link counters
-    (:data:`mesh.system.LINK_COUNTERS`) and the mesh's per-core outputs are passed through. **Peek** (``run`` low): ``mesh_peek`` as on
-    :class:`hdl.Mesh`; ``dram_peek.data`` in cycle t + 1 is DRAM word ``dram_peek.addr`` of
-    cycle t.
+    (:data:`mesh.system.LINK_COUNTERS`) and the mesh's per-core outputs are passed through.
+    **Peek** (``run`` low): ``mesh_peek`` as on :class:`hdl.Mesh`; ``dram_peek.data`` in cycle
+    t + 1 is DRAM word ``dram_peek.addr`` of cycle t.
 
     Parameters
     ----------

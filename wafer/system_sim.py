@@ -16,7 +16,7 @@ from mesh.link import TxError
 from mesh.prefill import EngineError
 from mesh.system import EVENTS, LINK_COUNTERS, SystemCause, SystemPhase, word_bytes
 
-__all__ = ["run_system_amaranth", "dram_words", "status_of"]
+__all__ = ["run_system_amaranth", "dram_words"]
 
 
 def dram_words(image):
@@ -28,7 +28,7 @@ def dram_words(image):
             for i in range(len(raw) // W) if any(raw[i * W:(i + 1) * W])]
 
 
-def status_of(phase, idle, stall_limit):
+def _status(phase, idle, stall_limit):
     """The status name of a run whose phase is ``phase`` after its last cycle (None: go on)."""
     if phase == SystemPhase.DONE:
         return "done"
@@ -105,7 +105,7 @@ def run_system_amaranth(image, max_cycles=200_000, stall_limit=200):
             idle = idle + 1 if active and not progress else 0
             if active and (ctx.get(top.mesh_done) or ctx.get(top.trap)):
                 idle = 0            # the mesh ends: the next cycle is the run's last
-            status = status_of(ctx.get(top.phase), idle, stall_limit)
+            status = _status(ctx.get(top.phase), idle, stall_limit)
         status = status or "cycle limit"
         ctx.set(top.run, 0)
         events = {name: ctx.get(getattr(top.events, name)) for name in EVENTS}
