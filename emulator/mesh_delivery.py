@@ -285,7 +285,8 @@ class DeliveryStalled(RuntimeError):
     """A delivery run in which nothing moved for ``stall_limit`` cycles."""
 
 
-def run_delivery(mesh, model, command, *, max_cycles=1_000_000, stall_limit=200, record=False):
+def run_delivery(mesh, model, command, *, max_cycles=1_000_000, stall_limit=200, record=False,
+                 watch=None):
     """Offer ``command`` to ``model`` (a :class:`DeliveryModel` of the same configuration) in the
     mesh's current cycle and step both, the engine's west links driving ``mesh``'s (a
     :class:`emulator.MeshEmulator`, e.g. running ``programs.delivery`` 's receive program),
@@ -294,7 +295,8 @@ def run_delivery(mesh, model, command, *, max_cycles=1_000_000, stall_limit=200,
     A bad command raises :class:`DeliveryCommandError` naming the field (before any cycle runs);
     a trap raises :class:`mesh.Trap`; ``stall_limit`` cycles in a row without progress (no core
     progress, no wavelet moved, no word sent) raise :class:`DeliveryStalled`; ``max_cycles``
-    cycles without finishing raise RuntimeError."""
+    cycles without finishing raise RuntimeError. ``watch(cycle)``, if given, is called after
+    every cycle with the number of cycles run."""
     cfg = mesh.config
     if model.config != cfg:
         raise ValueError(f"the delivery model is for {model.config}, the mesh is {cfg}")
@@ -336,6 +338,8 @@ def run_delivery(mesh, model, command, *, max_cycles=1_000_000, stall_limit=200,
             taken, offer = step.cycle, None
         if out.done:
             done = step.cycle
+        if watch is not None:
+            watch(mesh.cycle)
         moved = (mesh.cores.progressed or step.fabric.sent_valid.any() or out.valid.any()
                  or out.read_en)
         stalled = 0 if moved else stalled + 1

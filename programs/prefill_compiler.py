@@ -95,7 +95,7 @@ rows, 4,260 commands, 90,824 DRAM bytes); PrefillConfig()'s 1,024 PSUM rows and 
 hold prompts of up to 46 tokens.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -135,7 +135,8 @@ class PrefillPlan:
     (DRAM address, shape, numpy dtype)); ``dram_map`` (inputs: name -> (address, bytes)),
     ``sbuf_map`` / ``psum_map`` (regions: name -> (first row, rows)); ``phases`` ([(name, index
     of the phase's first command)]); ``dma_bytes`` (the bytes the DMA moves, loads and
-    stores); ``argmax_on_engine`` (True: ``token`` is computed by the engine)."""
+    stores); ``argmax_on_engine`` (True: ``token`` is computed by the engine); ``kv_message``
+    (a :class:`programs.kv_message.KVMessage` at its DRAM base, or None)."""
     config: PrefillConfig
     tokens: list
     dram: bytes
@@ -149,6 +150,7 @@ class PrefillPlan:
     dma_bytes: int
     weights_in: str
     argmax_on_engine: bool = True
+    kv_message: object = None
 
     @property
     def M(self):
@@ -161,6 +163,10 @@ class PrefillPlan:
             count = int(np.prod(shape)) if shape else 1
             value = np.frombuffer(bytes(dram), dtype=dtype, count=count, offset=addr)
             out[name] = int(value[0]) if name == "token" else value.reshape(shape).copy()
+        if self.kv_message is not None:
+            for l in range(self.kv_message.n_layers):
+                for c in "kv":
+                    out[f"l{l}.{c}"] = self.kv_message.read_kv(dram, l, c)
         return out
 
 
@@ -170,13 +176,14 @@ class PrefillRun:
     (the issue cycle of every command), ``phase_cycles`` ({phase: cycles from the issue of its
     first command to the next phase's, the last one to the end of the run}), ``counters`` (the
     emulator's, empty for the RTL) and ``dram_bytes_per_cycle`` (the DMA's bytes over the
-    run)."""
+    run), ``dram`` (the final DRAM image, as far as it was read back)."""
     outputs: dict
     cycles: int
     issue: list
     phase_cycles: dict
     counters: dict = field(default_factory=dict)
     dram_bytes_per_cycle: float = 0.0
+    dram: bytes = None
 
 
 # The emitter ------------------------------------------------------------------------------------
@@ -368,14 +375,21 @@ def _need(what, needed, have, unit, detail):
 
 # The compiler -----------------------------------------------------------------------------------
 
-def compile_prefill(model, tokens, config=None, *, weights_in="dram", chunk=8, slots=4):
+def compile_prefill(model, tokens, config=None, *, weights_in="dram", chunk=8, slots=4,
+                    kv_message=None):
     """The prefill of ``tokens`` (token ids, or a prompt string) through ``model`` (an
     :class:`~programs.transformer.model.IntModel`) as a :class:`PrefillPlan` for ``config``
     (default :data:`DEFAULT_CONFIG`); layouts and command stream in the module docstring.
     ``weights_in``: "dram" (streamed through a ring of ``slots`` chunks of ``chunk`` tiles) or
     "sbuf" (preloaded in the initial SBUF). Raises ValueError for a prompt that is empty,
     longer than the context or has a token outside the vocabulary, and for a configuration
-    whose SBUF, PSUM, DRAM or command memory is too small (saying by how much)."""
+    whose SBUF, PSUM, DRAM or command memory is too small (saying by how much).
+
+    ``kv_message``: a :class:`programs.kv_message.KVMessage` (its ``base`` is ignored): K and V
+    are stored into that message's layout (placed after the other outputs:
+    :attr:`PrefillPlan.kv_message` has the DRAM base) instead of ``l{l}.k``/``l{l}.v``, the
+    token is stored into every tile's token words too, and the host's header words are in the
+    DRAM image; :meth:`PrefillPlan.read_outputs` reads K and V back from the message."""
     config = DEFAULT_CONFIG if config is None else config
     if not isinstance(config, PrefillConfig):
         raise TypeError(f"config must be a PrefillConfig, not {config!r}")
@@ -429,17 +443,27 @@ def compile_prefill(model, tokens, config=None, *, weights_in="dram", chunk=8, s
         dram_map[name] = (addr, block.nbytes)
         addr = _align(addr + block.nbytes)
     layout = {}
-    for l in range(L):
-        for c in "kv":
-            layout[f"l{l}.{c}"] = (addr, (M, d), np.int8)
-            addr = _align(addr + M * d)
+    if kv_message is None:
+        for l in range(L):
+            for c in "kv":
+                layout[f"l{l}.{c}"] = (addr, (M, d), np.int8)
+                addr = _align(addr + M * d)
+    else:
+        if (kv_message.d_model, kv_message.n_layers, kv_message.n, kv_message.prompt_tokens) \
+                != (d, L, n, M):
+            raise ValueError(f"the KV message is for d_model {kv_message.d_model}, "
+                             f"{kv_message.n_layers} layers, n = {kv_message.n} and "
+                             f"{kv_message.prompt_tokens} tokens; this prefill has {d}, {L}, "
+                             f"{n} and {M}")
+        kv_message = replace(kv_message, base=addr)
+        addr = _align(kv_message.limit)
     layout["x"] = (addr, (d,), np.int8)
     addr = _align(addr + d)
     layout["logits"] = (addr, (V,), np.dtype("<i4"))
     addr = _align(addr + Vt * 4 * n)
     layout["token"] = (addr, (), np.int8)
     dram_need = addr + n
-    outputs = layout["l0.k"][0]
+    outputs = kv_message.base if kv_message is not None else layout["l0.k"][0]
     _need(what, dram_need, config.dram_bytes, "DRAM bytes",
           f"weights {dram_map['weights'][1]}, embeddings and tables "
           f"{outputs - dram_map['tok_emb'][0]}, outputs {dram_need - outputs}")
@@ -447,6 +471,9 @@ def compile_prefill(model, tokens, config=None, *, weights_in="dram", chunk=8, s
     for name, block in blocks:
         a, size = dram_map[name]
         image[a:a + size] = block.tobytes()
+    if kv_message is not None:
+        for a, words in kv_message.host_words().items():
+            image[a:a + 4 * words.size] = words.astype("<u4").tobytes()
 
     # SBUF and PSUM layouts ------------------------------------------------------------------
     sbuf_map, row = {}, 0
@@ -553,9 +580,15 @@ def compile_prefill(model, tokens, config=None, *, weights_in="dram", chunk=8, s
             gemm(f"l{l}.w{c}", tiles(h_row, Dt), d)
             requant(work, dst, Dt * M, f"l{l}.{c}")
         for c, src in zip("kv", (k_row, v_row)):
-            out = layout[f"l{l}.{c}"][0]
-            for kt in range(Dt):
-                em.store(addr=out + kt * n, row=src + kt * M, count=M, stride=d, tag=TAG_OUT)
+            if kv_message is None:
+                out = layout[f"l{l}.{c}"][0]
+                for kt in range(Dt):
+                    em.store(addr=out + kt * n, row=src + kt * M, count=M, stride=d,
+                             tag=TAG_OUT)
+                continue
+            for address, p0, count, stride, kt in kv_message.kv_stores(l, c):
+                em.store(addr=address, row=src + kt * M + p0, count=count, stride=stride,
+                         tag=TAG_OUT)
         em.phase(f"l{l}.attention")
         em.vec(VectorOp.LOAD_TABLE, rows=1, a=tab_row)
         sm, ss = rq[f"l{l}.score"]
@@ -634,6 +667,9 @@ def compile_prefill(model, tokens, config=None, *, weights_in="dram", chunk=8, s
     em.vec(VectorOp.REQUANT, rows=1, a=tm, d=tok8, multiplier=-1, shift=0, reads=[(P, tm)],
            writes=("sbuf", tok8))
     em.store(addr=layout["token"][0], row=tok8, count=1, tag=TAG_OUT)
+    if kv_message is not None:
+        for address in kv_message.token_addresses():
+            em.store(addr=address, row=tok8, count=1, tag=TAG_OUT)
     em.other(Command(Op.HALT))
 
     commands = em.commands
@@ -642,7 +678,7 @@ def compile_prefill(model, tokens, config=None, *, weights_in="dram", chunk=8, s
     return PrefillPlan(config=config, tokens=tokens, dram=bytes(image), sbuf=sbuf_image,
                        commands=commands, layout=layout, dram_map=dram_map, sbuf_map=sbuf_map,
                        psum_map=psum_map, phases=em.phases, dma_bytes=em.dma_bytes,
-                       weights_in=weights_in)
+                       weights_in=weights_in, kv_message=kv_message)
 
 
 # Running -----------------------------------------------------------------------------------------
@@ -661,7 +697,7 @@ def run_prefill(plan, backend="emulator", *, max_cycles=5_000_000):
     issue, cycles, dram, counters = run_plan(plan, backend, max_cycles, first_output)
     return PrefillRun(outputs=plan.read_outputs(dram), cycles=cycles, issue=list(issue),
                       phase_cycles=_phase_cycles(plan, issue, cycles), counters=counters,
-                      dram_bytes_per_cycle=plan.dma_bytes / cycles)
+                      dram_bytes_per_cycle=plan.dma_bytes / cycles, dram=bytes(dram))
 
 
 def run_plan(plan, backend, max_cycles, read_from):

@@ -3,44 +3,30 @@ prefill on the prefill engine, its KV cache and first token over the packet link
 into the mesh's SRAMs, and the decode loop on the mesh, every phase cycle-exact and the tokens
 equal to :meth:`programs.transformer.model.IntModel.generate_int`.
 
-:func:`run_disaggregated` runs these phases **one after another, with no overlap** (each starts
-when the previous one has finished; cycles add up):
+:func:`run_disaggregated` runs these phases **one after another** (each starts when the previous
+one has finished; cycles add up):
 
 1. **prefill** (:mod:`programs.prefill_compiler`): the whole prompt as one command stream on
-   :class:`emulator.prefill.PrefillEmulator`; the outputs land in its DRAM at
-   :attr:`PrefillPlan.layout`: per layer K and V (M x d int8), the last token's hidden state x,
-   its logits and the first generated token (the argmax, on the engine).
-2. **pack**: K, V and the first token are read from that DRAM and packed into one message in
-   the mesh decoder's layout: for every tile (row-major, as the delivery engine splits a
-   message) the N words of its SRAM from word 0: the decode step state
-   (:data:`programs.mesh_decode.plan.STATE_WORDS`: steps, the first token, its position, the
-   column phase, ...; what :meth:`MeshDecoder.state_segments` writes) followed by the tile's KV
-   cache region exactly as :meth:`MeshDecoder.kv_delivery` lays it out (checked equal). The
-   region covers the whole context (64 positions), so most of it is zeros for a short prompt.
-   x and the logits are not sent: a decode step starts from the embedding of the last token,
-   so the mesh needs the first token and its position, not the hidden state behind it.
-3. **link** (:class:`emulator.link.LinkEmulator`, optional seeded faults): the message from the
-   engine's side to the receive buffer of the mesh's side; its cycles run from the command to
-   the *receiver's* done (every word in the buffer), which is what delivery waits for. The
-   sender's done (every ACK back) is reported too.
-4. **delivery** (:class:`emulator.mesh_delivery.DeliveryModel` reading the receiver's buffer,
-   :func:`emulator.mesh_delivery.run_delivery`): the message streamed into the mesh's west edge
-   while every core runs :func:`programs.delivery.receive_code` (keep N words at SRAM word 0)
-   over SRAM images that already hold the decode program's resident weights and tables; cycles
-   until the engine is done and every core has halted. The SRAMs are then checked: every tile
-   holds its N words and nothing else changed.
-5. **decode** (:class:`programs.mesh_decode.MeshDecoder`): the decode program is loaded with the
-   SRAMs as the delivery left them and runs until every core halts (the loop stops after END or
-   when the answer's budget of tokens is used, as ``generate_int`` does). The cycle at which the
-   south-east core stores each token gives the per-token cycles.
-
-Why two mesh runs (receive, then decode) rather than one program: the decode program's branch
-targets are absolute instruction addresses, so the receive code cannot be spliced in front of
-it after the fact, and putting it there would need a prelude hook in the decode compiler. The
-instruction-memory load between the two runs is not modelled (0 cycles here); on a chip the
-13 to 16 receive instructions would sit in front of the decode code. The delivery uses the
-mesh's last color, which the decode routes leave free, so a single-program version could keep
-it.
+   :class:`emulator.prefill.PrefillEmulator`. K and V of every layer and the first generated
+   token (the argmax, on the engine) are stored straight into the **KV message**
+   (:mod:`programs.kv_message`): for every tile, its header (the token; N, the decode budget,
+   the position, ... written into the DRAM image by the host, which knows the prompt's length)
+   and the K and V slots of the prompt's positions that tile owns, nothing more.
+2. **link** (:class:`emulator.link.LinkEmulator`, optional seeded faults): the message, as the
+   engine's DRAM holds it, into the receive buffer of the mesh's side; its cycles run from the
+   command to the *receiver's* done (every word in the buffer), which is what delivery waits
+   for. The sender's done (every ACK back) is reported too.
+3. **delivery and decode: one mesh run** of one program
+   (:class:`programs.mesh_decode.MeshDecoder` with ``receive_token_words``): the delivery
+   engine (:class:`emulator.mesh_delivery.DeliveryModel`) streams the message into the mesh's
+   west edge on the mesh's last color while every core takes its own words (the receive
+   prelude: the state, K into its cache, V transposed into its cache), then every core goes on
+   into the decode loop until END or the answer's budget of tokens, as ``generate_int``. The
+   mesh program holds only code, weights and tables: any prompt runs on the same image. The
+   run is split at the cycle the delivery engine is done (every word taken by a core):
+   *delivery* before it, *decode* after it (a core whose words came early starts decoding
+   before that cycle; the split is still exact). The cycle at which the south-east core stores
+   each token gives the per-token cycles.
 
 Time to first token, as reported: prefill + transfer (link + delivery) + the first decode step
 (the first token the mesh produces, the answer's second). The answer's first token itself is
@@ -50,29 +36,26 @@ known on the engine when the prefill ends (also reported).
 same prefill, then the decode steps of :mod:`programs.decode_baseline`, every weight streamed
 from the engine's DRAM in every step).
 
-Not modelled: the RTL system top (the engine, link and mesh RTL exist apart; this runs their
-emulators, which the lockstep tests hold to the RTL), overlap of the phases (e.g. sending
-layer 0's KV while layer 1 computes), and the host's instruction loads.
+Not modelled here: overlap of the phases (e.g. sending layer 0's KV while layer 1 computes).
 """
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from emulator import MeshEmulator
 from emulator.link import LinkEmulator, LinkStalled
 from emulator.mesh_delivery import DeliveryCommand, DeliveryModel, run_delivery
-from mesh import MeshConfig, MeshProgram
+from mesh import MeshConfig
 from mesh.link import LinkConfig
 
-from .delivery import Region, delivery_program
 from .mesh_decode import MeshDecoder
 from .prefill_compiler import DEFAULT_CONFIG, compile_prefill, run_prefill
 from .transformer import task
 from .transformer.model import IntModel, KVCache
 
-__all__ = ["SystemRun", "SystemFailure", "run_disaggregated", "decode_message", "BACKENDS",
+__all__ = ["SystemRun", "SystemFailure", "run_disaggregated", "BACKENDS",
            "SingleEngineRun", "run_single_engine"]
 
 BACKENDS = ("emulator",)
@@ -92,11 +75,12 @@ def _default_model():
     return _MODEL
 
 
-def _decoder(model, config):
-    """The :class:`MeshDecoder` of ``model`` on ``config`` (compiled once per process)."""
-    key = (id(model), config)
+def _decoder(model, config, token_words):
+    """The :class:`MeshDecoder` of ``model`` on ``config``, receiving the KV message of an
+    engine with n = 4 ``token_words`` (compiled once per process)."""
+    key = (id(model), config, token_words)
     if key not in _DECODERS:
-        _DECODERS[key] = (model, MeshDecoder(model, config))
+        _DECODERS[key] = (model, MeshDecoder(model, config, receive_token_words=token_words))
     return _DECODERS[key][1]
 
 
@@ -183,29 +167,6 @@ class SystemRun:
         }
 
 
-def decode_message(decoder, cache, token, steps, end):
-    """(words per tile N, message): the decode state and KV cache as one delivery message, tile
-    (x, y)'s N words (its SRAM words 0 .. N - 1) at message word (y W + x) N. Built from
-    :meth:`MeshDecoder.state_segments`, its KV part checked equal to
-    :meth:`MeshDecoder.kv_delivery`'s message."""
-    cfg = decoder.config
-    segs = decoder.state_segments(cache, token, steps, end)
-    kv_address, kv_words, kv_message = decoder.kv_delivery(cache)
-    n = kv_address + kv_words
-    tiles = [(x, y) for y in range(cfg.height) for x in range(cfg.width)]
-    message = np.zeros((len(tiles), n), dtype=np.uint32)
-    for t, tile in enumerate(tiles):
-        for address, words in segs[tile].items():
-            words = np.asarray(words, dtype=np.uint32)
-            if address + words.size > n:
-                raise AssertionError(f"decode state word {address} of tile {tile} is outside "
-                                     f"the delivered words 0..{n - 1}")
-            message[t, address:address + words.size] = words
-    if not np.array_equal(message[:, kv_address:].reshape(-1), kv_message):
-        raise AssertionError("the KV cache of the message differs from kv_delivery's")
-    return n, message.reshape(-1)
-
-
 def _cache_from_prefill(outputs, layers, heads):
     """A :class:`KVCache` (batch 1) of the prefill's K and V (M x d int8 each per layer)."""
     cache = KVCache(1)
@@ -221,13 +182,14 @@ def _cache_from_prefill(outputs, layers, heads):
     return cache
 
 
-def _prefill(model, tokens, config):
-    """(outputs read from the engine's DRAM, the prefill phase's dict) of ``tokens``."""
-    plan = compile_prefill(model, tokens, config or DEFAULT_CONFIG)
+def _prefill(model, tokens, config, kv_message=None):
+    """(plan, :class:`PrefillRun`, the prefill phase's dict) of ``tokens``; with
+    ``kv_message`` the engine stores K, V and the token as that message."""
+    plan = compile_prefill(model, tokens, config, kv_message=kv_message)
     pre = run_prefill(plan, "emulator")
     n = plan.config.n
     macs = int(pre.counters.get("macs", 0))
-    return pre.outputs, {
+    return plan, pre, {
         "cycles": pre.cycles, "prompt_tokens": len(tokens),
         "first_token": int(pre.outputs["token"]), "phase_cycles": pre.phase_cycles,
         "dma_bytes": plan.dma_bytes, "dram_bytes_per_cycle": round(pre.dram_bytes_per_cycle, 3),
@@ -259,8 +221,7 @@ def run_disaggregated(prompt, mesh="4x4", prefill_config=None, link_config=None,
     ``mesh``: "WxH" or a :class:`MeshConfig`; ``prefill_config``: a
     :class:`mesh.prefill.PrefillConfig` (default :data:`DEFAULT_CONFIG`); ``link_config``: a
     :class:`LinkConfig` (default ``LinkConfig()``); ``faults``, ``seed``: the link channels'
-    (:func:`emulator.channel.make_channels`); ``backend``: "emulator" (the only one: there is
-    no RTL system top). ``progress(phase, cycle)`` is called as phases start and during the
+    (:func:`emulator.channel.make_channels`); ``backend``: "emulator". ``progress(phase, cycle)`` is called as phases start and during the
     mesh runs."""
     if backend not in BACKENDS:
         raise ValueError(f"the disaggregated system runs on the emulator only (backend "
@@ -269,7 +230,9 @@ def run_disaggregated(prompt, mesh="4x4", prefill_config=None, link_config=None,
     tokens = task.tokenize(prompt)
     task.parse_prompt(prompt)
     config = _mesh_config(mesh)
-    decoder = _decoder(model, config)          # refuses a mesh the model does not fit first
+    prefill_config = prefill_config or DEFAULT_CONFIG
+    # refuses a mesh the model or the message does not fit first
+    decoder = _decoder(model, config, prefill_config.n // 4)
     link_config = LinkConfig() if link_config is None else link_config
     reference = model.generate_int(prompt)
     budget = min(task.MAX_ANSWER, model.config["context"] - len(tokens))
@@ -277,26 +240,23 @@ def run_disaggregated(prompt, mesh="4x4", prefill_config=None, link_config=None,
     seconds = {}
     lap = _laps(seconds)
 
-    # 1. Prefill on the engine; its outputs from its DRAM.
+    # 1. Prefill on the engine: K, V and the token land in its DRAM as the KV message.
     _phase(progress, "prefill")
-    out, prefill = _prefill(model, tokens, prefill_config)
+    kv_message = decoder.kv_message(len(tokens), prefill_config.n, budget - 1, task.END)
+    plan, pre, prefill = _prefill(model, tokens, prefill_config, kv_message)
     first = prefill["first_token"]
-
     lap("prefill")
-    steps = budget - 1 if first != task.END else 0
     generated = [first]
     link = {"cycles": 0}
     delivery = {"cycles": 0}
     decode = {"cycles": 0, "steps": 0, "token_cycles": [], "step_cycles": [],
               "cycles_per_token": 0}
-    if steps:
-        # 2. Pack the decode state and the KV cache into the mesh's delivery message.
-        cache = _cache_from_prefill(out, len(model.layers), model.config["n_heads"])
-        words, message = decode_message(decoder, cache, first, steps, task.END)
+    if first != task.END and budget > 1:
+        # 2. The link: the message, as the engine's DRAM holds it.
+        message = plan.kv_message.message(pre.dram)
         if message.size > link_config.buffer_words:
             raise ValueError(f"the {message.size}-word message does not fit the link's "
                              f"{link_config.buffer_words}-word receive buffer")
-        # 3. The link.
         _phase(progress, "link")
         lk = LinkEmulator(link_config, faults=faults, seed=seed)
         try:
@@ -313,7 +273,7 @@ def run_disaggregated(prompt, mesh="4x4", prefill_config=None, link_config=None,
                 "message_words": int(message.size), "message_bytes": 4 * int(message.size),
                 "prompt_kv_bytes": 2 * len(model.layers) * len(tokens)
                 * model.config["d_model"],
-                "words_per_tile": words, "lanes": link_config.lanes,
+                "words_per_tile": plan.kv_message.words, "lanes": link_config.lanes,
                 "lane_width": link_config.lane_width, "latency": link_config.latency,
                 "packets": sent.sent, "retransmits": sent.retransmits,
                 "timeouts": sent.timeouts, "nacks": sent.nacks_sent,
@@ -322,35 +282,10 @@ def run_disaggregated(prompt, mesh="4x4", prefill_config=None, link_config=None,
                 "goodput": round(sent.goodput, 4), "seed": seed}
         lap("link")
 
-        # 4. Delivery into the mesh: the receive program over the resident weights.
-        _phase(progress, "delivery")
-        base_sram = decoder.base.sram()
-        color = config.colors - 1
-        receive = delivery_program(config, Region(0, 0, config.width, config.height), color,
-                                   words, base=0, name="kv-delivery")
-        images = {}
-        for idx, image in enumerate(receive.program.images):
-            images[config.tile_xy(idx)] = replace(image, sram=decoder.base.images[idx].sram)
-        mesh_emu = MeshEmulator(MeshProgram(config, images, receive.program.routes,
-                                            name="kv-delivery"))
-        engine = DeliveryModel(config, lk.rx.buffer)
-        dr = run_delivery(mesh_emu, engine, DeliveryCommand(**receive.command_fields(src=0)))
-        want = base_sram.copy()
-        want[:, :words] = message.reshape(config.tiles, words)
-        if not np.array_equal(dr.result.sram, want):
-            bad = np.flatnonzero((dr.result.sram != want).any(axis=1))
-            raise SystemFailure(f"the delivery left wrong SRAM on {bad.size} tile(s), e.g. "
-                              f"{config.tile_xy(int(bad[0]))}")
-        delivery = {"cycles": dr.cycles, "engine_done_cycle": dr.done_cycle - dr.taken_cycle,
-                    "words": int(message.size), "words_per_tile": words, "color": color}
-        lap("delivery")
-
-        # 5. Decode on the mesh, the SRAMs as the delivery left them.
-        _phase(progress, "decode", 0)
-        decode_images = {config.tile_xy(idx): replace(image, sram={0: dr.result.sram[idx]})
-                         for idx, image in enumerate(decoder.base.images)}
-        emu = MeshEmulator(MeshProgram(config, decode_images, decoder.base.routes,
-                                       name=decoder.base.name))
+        # 3. One mesh run: the delivery of the message into the mesh's west edge while every
+        # core takes its words, then the decode loop until END or the budget.
+        _phase(progress, "delivery", 0)
+        emu = MeshEmulator(decoder.base)
         se = config.tile_index(config.width - 1, config.height - 1)
         outn = decoder.plan.cores[(config.width - 1, config.height - 1)].addr("outn")
         sram = emu.cores.sram
@@ -363,28 +298,36 @@ def run_disaggregated(prompt, mesh="4x4", prefill_config=None, link_config=None,
             elif cycle % 500 == 0:
                 _phase(progress, "decode", cycle)
 
-        result = emu.run(max_cycles=5_000_000, progress=watch, progress_every=1)
+        command = DeliveryCommand(**decoder.delivery_command(plan.kv_message))
+        dr = run_delivery(emu, DeliveryModel(config, lk.rx.buffer), command,
+                          max_cycles=5_000_000, watch=watch)
+        result = dr.result
+        delivered = dr.done_cycle + 1           # the mesh run starts in cycle 0
+        delivery = {"cycles": delivered, "words": int(message.size),
+                    "words_per_tile": plan.kv_message.words, "color": command.color}
         mesh_tokens = decoder.tokens(result)
         if len(token_cycles) != len(mesh_tokens):
             raise AssertionError("the decode token count and the cycles seen differ")
+        token_cycles = [c - delivered for c in token_cycles]
         generated += mesh_tokens
         dims = decoder.dims
         useful = dims.macs_per_token * len(mesh_tokens)
         counters = {name: int(result.counter(name).sum())
                     for name in ("instructions", "macs", "stall_in", "stall_out",
                                  "wavelets_out")}
+        cycles = dr.cycles - delivered
         step_cycles = np.diff([0] + token_cycles).tolist()
-        decode = {"cycles": result.cycles, "steps": len(mesh_tokens),
+        decode = {"cycles": cycles, "steps": len(mesh_tokens),
                   "token_cycles": token_cycles, "step_cycles": step_cycles,
-                  "cycles_per_token": round(result.cycles / len(mesh_tokens), 1),
+                  "cycles_per_token": round(cycles / len(mesh_tokens), 1),
                   "weight_macs": useful,
-                  "mac_utilization": round(useful / (4 * config.tiles * result.cycles), 4),
+                  "mac_utilization": round(useful / (4 * config.tiles * cycles), 4),
                   "counted_mac_utilization": round(counters["macs"]
-                                                   / (4 * config.tiles * result.cycles), 4),
+                                                   / (4 * config.tiles * dr.cycles), 4),
                   "fabric_wait_share": round((counters["stall_in"] + counters["stall_out"])
                                              / int(result.counter("cycles").sum()), 4),
                   "counters": counters}
-        lap("decode")
+        lap("mesh")
 
     first_step = decode["token_cycles"][0] if decode["token_cycles"] else 0
     ttft = {"prefill": prefill["cycles"], "link": link["cycles"],
@@ -458,7 +401,8 @@ def run_single_engine(prompt, prefill_config=None, backend="emulator", *, model=
     seconds = {}
     lap = _laps(seconds)
     _phase(progress, "prefill")
-    out, prefill = _prefill(model, tokens, prefill_config)
+    _, pre, prefill = _prefill(model, tokens, prefill_config or DEFAULT_CONFIG)
+    out = pre.outputs
     lap("prefill")
     generated = [prefill["first_token"]]
     layers, heads = len(model.layers), model.config["n_heads"]

@@ -54,7 +54,8 @@ def test_report_fields(report):
     d, s = t["disaggregated"], t["single_engine"]
     assert d["ttft"] == d["prefill"] + d["transfer"] + d["first_decode_step"]
     assert d["transfer"] == d["link"] + d["delivery"] > 0
-    assert s["ttft"] == s["prefill"] + s["first_decode_step"] and s["prefill"] == d["prefill"]
+    # (the prefills differ: the disaggregated one stores K, V and the token as the KV message)
+    assert s["ttft"] == s["prefill"] + s["first_decode_step"]
     assert t["ttft_speedup"] == s["ttft"] / d["ttft"] > 1
     assert t["total_speedup"] == s["total"] / d["total"] > 1
     json.dumps(report)

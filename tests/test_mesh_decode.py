@@ -184,23 +184,6 @@ def test_placement_report(tiny):
         assert regions[0][0] == 0 and regions[-1][0] + regions[-1][1] == p.cores[tile].total
 
 
-def test_kv_cache_as_one_delivery_message(tiny):
-    """The prefill's KV cache is one message for the delivery engine: N words per tile, at the
-    same SRAM address on every core, exactly what the decode program reads."""
-    dec = decoder(tiny, MeshConfig(4, 4))
-    _, cache, first = prefill(tiny, "123+459=")
-    address, n, message = dec.kv_delivery(cache)
-    assert message.size == 16 * n and n == 2 * (16 * 4 + 16 * 4)
-    segments = dec.state_segments(cache, first)
-    for (x, y), seg in segments.items():
-        sram = np.zeros(4096, dtype=np.uint32)
-        for a, words in seg.items():
-            sram[a:a + len(words)] = words
-        tile = y * 4 + x
-        assert np.array_equal(sram[address:address + n], message[tile * n:(tile + 1) * n])
-    assert "KV cache at words" in dec.report()
-
-
 def test_refusals(tiny):
     dims = ModelDims.of(tiny)
     with pytest.raises(PlacementError) as refused:

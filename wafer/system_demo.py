@@ -156,16 +156,16 @@ def render(console, data):
     if link["cycles"]:
         lines.append(f"link: {link['lanes']} lanes x {link['lane_width']} bits, latency "
                      f"{link['latency']}; {link['words_per_tile']} words per tile (the "
-                     f"cache region of the whole context; the prompt's K and V are "
-                     f"{_n(link['prompt_kv_bytes'])} B); "
+                     f"header and the prompt's K and V slots: {_n(link['prompt_kv_bytes'])} B "
+                     f"of K and V in all); "
                      f"{link['packets']} packets, retransmissions {link['retransmits']}, "
                      f"timeouts {link['timeouts']}, NACKs {link['nacks']}, dropped "
                      f"{link['channel_drops']}, lanes dead {link['lanes_dead'] or 'none'}; "
                      f"sender done (every ACK back) after {_n(link['sender_done_cycles'])}, "
                      f"goodput {100 * link['goodput']:.1f}% of the line rate")
-        lines.append(f"delivery: one word a cycle into the west edge, the engine done after "
-                     f"{_n(dl['engine_done_cycle'])}, every core's receive code after "
-                     f"{_n(dl['cycles'])}")
+        lines.append(f"delivery: at most one word a cycle per row into the west edge, every "
+                     f"word in a core after {_n(dl['cycles'])}; the same mesh program then "
+                     f"decodes")
         lines.append(f"mesh decode: cycles per step {', '.join(_n(c) for c in dec['step_cycles'])};"
                      f" MAC utilization {100 * dec['mac_utilization']:.1f}% (weight MACs over "
                      f"4 per core per cycle; {100 * dec['counted_mac_utilization']:.1f}% "

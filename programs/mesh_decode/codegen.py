@@ -195,15 +195,18 @@ class CoreGen:
     ``shifts`` {op: shift immediate} and ``loop`` (one layer body over per-layer blocks, the
     multipliers pre-scaled to a common shift) come from the compiler; ``norm_shifts`` are the
     model's; ``pre_shift`` {"ns1"/"ns2": whether the loop needs a pre-shift}; ``layer`` is the
-    layer being generated when unrolled."""
+    layer being generated when unrolled. ``receive`` (color, token words, header words): the
+    program first takes its decode state and the prompt's KV cache from a delivery
+    (:mod:`programs.kv_message`'s layout) on that color (:meth:`receive_prelude`)."""
 
     def __init__(self, geo, core_plan, x, y, *, loop, shifts, norm_shifts, pre_shift=None,
-                 gelu_shared=None):
+                 receive=None):
         self.geo, self.cp = geo, core_plan
         self.i, self.j = x, y
         self.east, self.south = x == geo.W - 1, y == geo.H - 1
         self.loop, self.shifts, self.norm_shifts = loop, shifts, norm_shifts
         self.pre_shift = pre_shift or {"ns1": loop, "ns2": loop}
+        self.receive = receive
         self.c = CoreBuilder(f"decode@({x},{y})")
         self.e = Emitter(self.c)
         self.layer = None
@@ -572,15 +575,21 @@ class CoreGen:
         """The owner stores v, one byte per dim into the V cache: word (slot div 4, dim) holds
         the dim of slots 4w..4w+3, one per lane (off the critical path, while the softmax max
         goes round)."""
-        c, geo = self.c, self.geo
-        rd, rdw = geo.rd, geo.rdw
         skip = self._owner_skip()
         self.ld(6, "nloc")
+        self.store_v(RKV if self.loop else 0, self.A("vt")[1])
+        self.e.label(skip)
+
+    def store_v(self, reg, vt):
+        """v (qkvb's last rd words, one int32 per dim) into slot r6 of the V cache at
+        ``reg`` + ``vt``; clobbers r7..r11."""
+        c, geo = self.c, self.geo
+        rd, rdw = geo.rd, geo.rdw
         c.srli(7, 6, 2)
         c.li(8, rd)
         c.mul(7, 7, 8)
-        if self.loop:
-            c.add(7, 7, RKV)
+        if reg:
+            c.add(7, 7, reg)
         c.andi(8, 6, 3)
         c.slli(8, 8, 3)
         c.li(9, 255)
@@ -591,10 +600,9 @@ class CoreGen:
         tmp = self.M("op", rd)
         self.V("vand", tmp, self.M("qkvb", rd, 2 * rdw), "r11")
         self.V("vsll", tmp, tmp, "r8")
-        col = ("mem", 7, self.A("vt")[1], rd, 1)
+        col = ("mem", 7, vt, rd, 1)
         self.V("vand", col, col, "r9")
         self.V("vor", col, col, tmp)
-        self.e.label(skip)
 
     def attention(self):
         geo, c, e = self.geo, self.c, self.e
@@ -783,6 +791,75 @@ class CoreGen:
         e.label("finished")
         c.halt()
 
+    def receive_prelude(self):
+        """Take this tile's words of the KV message (:mod:`programs.kv_message`) from the
+        delivery on the receive color: every tile of a row sees the row's whole stream (tile 0's
+        words first) and keeps its own. From tile 0's first words it learns N (words per tile),
+        discards x N of them in all, then stores its token (the low byte of its token words),
+        the host's header words (steps, pos, phase, nloc, end; S in r3), K (S slots, straight
+        into each layer's K cache) and V (slot by slot: unpacked to one int32 per dim in qkvb,
+        then :meth:`store_v`), and discards the words of the tiles east of it."""
+        from programs.kv_message import HEADER_FIELDS
+        c, e, geo = self.c, self.e, self.geo
+        color, tw, header = self.receive
+        rdw = geo.rdw
+        # the working buffers (op, qkvb) of layer 0's block
+        if self.loop:
+            c.li(RL, self.cp.block_base)
+        self.layer = 0
+
+        def discard(length):
+            if length == 0:
+                return
+            self.V("vmov", 1, FI(color, length), reduce="sum")
+
+        def lead():                   # a tile's token word in r1, N in r2
+            c.recv(1, 0, color)
+            discard(tw - 1)
+            c.recv(2, 0, color)
+        lead()
+        own = e.new_label("own")
+        c.tid(3, 0)
+        e.branch("beq", 3, 0, own)
+        c.mul(4, 3, 2)
+        c.addi(4, 4, -(tw + 1))
+        discard(("r", 4))
+        lead()
+        e.label(own)
+        c.andi(1, 1, 255)
+        self.st(1, "token")
+        for name in HEADER_FIELDS:
+            c.recv(1 if name != "slots" else 3, 0, color)
+            if name != "slots":
+                self.st(1, name)
+        discard(header - tw - 1 - len(HEADER_FIELDS))
+        c.li(5, rdw)
+        c.mul(4, 3, 5)                              # r4 = S x rdw
+        stage, word = self.M("op", rdw), self.M("op", rdw, rdw)
+        for layer in range(geo.L):
+            self.V("vmov", ("mem", 0, self.cp.addr("k", layer), ("r", 4), 1),
+                   FI(color, ("r", 4)))
+            c.li(5, 0)                              # r5 = slot
+            top = e.new_label("vslot")
+            e.loop_label(top)
+            self.V("vmov", stage, FI(color, rdw))
+            c.li(11, 24)
+            for k in range(4):                      # lane k of word w: dim 4 w + k
+                c.li(10, 24 - 8 * k)
+                self.V("vsll", word, stage, "r10")
+                self.V("vsra", self.M("qkvb", rdw, 2 * rdw + k, stride=4), word, "r11")
+            c.mov(6, 5)
+            self.store_v(0, self.cp.addr("vt", layer))
+            c.addi(5, 5, 1)
+            c.bne(5, 3, top)
+            e.forget()
+        c.tid(4, 0)
+        c.li(1, geo.W - 1)
+        c.sub(4, 1, 4)
+        c.mul(4, 4, 2)
+        discard(("r", 4))
+        self.layer = None
+
     # Subroutines: r1 = recip(r1, 30) / rsqrt(r1, 30) as mesh.numerics defines them -----------------
 
     def subroutines(self):
@@ -834,6 +911,9 @@ class CoreGen:
 
     def build(self):
         c, e, geo = self.c, self.e, self.geo
+        if self.receive is not None:
+            self.phase("receive")
+            self.receive_prelude()
         e.loop_label("step")
         self.phase("embed")
         self.step_start()

@@ -14,9 +14,12 @@ from mesh.builder import MeshBuilder
 from mesh.numerics import RECIP_TABLE, RSQRT_TABLE
 from programs.kernels import pack_int8
 
+from programs.delivery import Region, delivery_routes
+from programs.kv_message import KVMessage
+
 from .codegen import CoreGen, add_routes, gemv_form
 from .model import ModelDims
-from .plan import EXP_ENTRIES, LAYER_CONSTS, PlacementError, plan
+from .plan import COLORS, EXP_ENTRIES, LAYER_CONSTS, PlacementError, plan
 
 __all__ = ["MeshDecoder", "DecodeRun", "RQ_OPS"]
 
@@ -28,7 +31,7 @@ TENSORS = {"x0": ("C", "x0"), "h1": ("C", "h1"), "q": ("R", "q32"), "k": ("R", "
            "h2": ("C", "h2"), "u": ("RF", "u32"), "g": ("RF", "g32"), "f": ("C", "f32"),
            "x2": ("C", "x2"), "final.h": ("C", "hf"), "logits": ("RV", "logits")}
 
-PHASES = ("embed", "norm", "gemv", "qkv", "attention", "softmax", "elementwise", "argmax",
+PHASES = ("receive", "embed", "norm", "gemv", "qkv", "attention", "softmax", "elementwise", "argmax",
           "state")
 
 
@@ -63,9 +66,16 @@ class MeshDecoder:
 
     ``layer_loop``: one layer body looping over per-layer SRAM blocks (small code; the
     requantize multipliers of an op are pre-scaled to the largest shift of that op over the
-    layers), or False for the layers unrolled; None chooses the loop when it is exact."""
+    layers), or False for the layers unrolled; None chooses the loop when it is exact.
 
-    def __init__(self, model, config, layer_loop=None, keep_intermediates=True):
+    ``receive_token_words``: None, or the token words of a :class:`programs.kv_message.KVMessage`
+    (the engine's n / 4): the program then starts by taking its decode state and the prompt's
+    KV cache from a delivery of that message on the mesh's last color (every tile of the mesh,
+    N words each), and :attr:`base` is the whole program, for any prompt: no state is loaded
+    by the host (:meth:`delivery_command`)."""
+
+    def __init__(self, model, config, layer_loop=None, keep_intermediates=True,
+                 receive_token_words=None):
         self.model, self.config = model, config
         self.dims = ModelDims.of(model)
         self.plan = plan(self.dims, config, keep_intermediates)
@@ -74,11 +84,17 @@ class MeshDecoder:
         self._constants(layer_loop)
         mb = MeshBuilder(config, f"decode-{config.shape}")
         add_routes(mb.routes, geo)
+        self.receive = None
+        if receive_token_words is not None:
+            self.receive = self._receive(receive_token_words)
+            delivery_routes(config, Region(0, 0, config.width, config.height),
+                            self.receive[0], table=mb.routes)
         self.phase_marks = {}
         self.code_sizes = {}
         for (x, y), cp in self.plan.cores.items():
             gen = CoreGen(geo, cp, x, y, loop=self.loop, shifts=self.shifts,
-                          norm_shifts=model.norm_shift, pre_shift=self.pre_shift)
+                          norm_shifts=model.norm_shift, pre_shift=self.pre_shift,
+                          receive=self.receive)
             core = gen.build()
             self._static_data(core, cp, x, y)
             mb.place(core, [(x, y)])
@@ -92,6 +108,33 @@ class MeshDecoder:
                 f"(imem_words >= {worst[1]:,} fits"
                 + ("; the layer loop needs fewer" if not self.loop and geo.L > 1 else "") + ")")
         self.base = mb.build()
+
+    def _receive(self, token_words):
+        """(color, token words, header words) of the receive prelude."""
+        color = self.config.colors - 1
+        if color in COLORS.values():
+            raise PlacementError(f"receiving the KV message needs a color beside the decode's "
+                                 f"{len(COLORS)}: the mesh has {self.config.colors}; "
+                                 f"colors >= {len(COLORS) + 1} fits")
+        header = KVMessage(self.geo.W, self.geo.H, self.geo.d, self.geo.L, 4 * token_words,
+                           1).header
+        return color, token_words, header
+
+    def kv_message(self, prompt_tokens, n, steps, end):
+        """The :class:`KVMessage` this program receives (engine rows of ``n`` bytes)."""
+        geo = self.geo
+        message = KVMessage(geo.W, geo.H, geo.d, geo.L, n, prompt_tokens, steps=steps,
+                            end=-1 if end is None else int(end))
+        if self.receive is None or message.token_words != self.receive[1]:
+            raise ValueError(f"this decoder receives {self.receive and self.receive[1]} token "
+                             f"words, the message has {message.token_words}")
+        return message
+
+    def delivery_command(self, message, src=0):
+        """The delivery command's fields for ``message`` at receive-buffer word ``src``."""
+        cfg = self.config
+        return dict(x0=0, y0=0, width=cfg.width, height=cfg.height, words=message.words,
+                    src=src, color=self.receive[0])
 
     # Constants ----------------------------------------------------------------------------------
 
@@ -221,25 +264,6 @@ class MeshDecoder:
                 layer[(x, y)] = (pack_int8(k).reshape(-1), pack_int8(vt).reshape(-1))
             out.append(layer)
         return out
-
-    def kv_delivery(self, cache):
-        """The KV cache of ``cache`` as one message for the mesh delivery engine
-        (docs/ARCHITECTURE.md section 12, "Delivery into the mesh"): (address, words per tile
-        N, message). Region x0 = y0 = 0, w = W, h = H: tile (x, y) receives message words
-        ((y W + x) N) .. + N - 1 and stores them at ``address``, the same on every core: per
-        layer, K (slot s = position div W of the positions p = x mod W, d/H int8 of row y's
-        dims, four per word) then V (slot words x row y's dims: word (w, e) holds dim e of
-        slots 4w .. 4w + 3, one per lane)."""
-        geo = self.geo
-        kv = self._kv_words(cache)
-        cps = self.plan.cores
-        address = cps[(0, 0)].addr("kv")
-        n = geo.L * cps[(0, 0)].kv_words
-        assert all(cp.addr("kv") == address and cp.kv_words * geo.L == n for cp in cps.values())
-        message = np.concatenate([np.concatenate([np.concatenate(kv[l][(x, y)])
-                                                  for l in range(geo.L)])
-                                  for y in range(geo.H) for x in range(geo.W)])
-        return address, n, message.astype(np.uint32)
 
     def program(self, cache, token, steps=1, end=None):
         """The :class:`MeshProgram` of ``steps`` decode steps from ``cache`` and the last
