@@ -173,11 +173,13 @@ class CoreArray:
       queue (``v_a_q``, ``v_b_q``; the sentinel for non-streams), the vlut table
       (``v_t_fbase``, ``v_t_len``), the destination (``v_dmode``: memory, FOUT, .sum or .max;
       ``v_d_fbase``, ``v_d_stride``, ``v_d_cidx`` the flat credit counter of dd.color or the
-      sentinel), ``v_rd`` and ``v_acc`` (the reduction), ``v_shift`` (vreq), ``v_reads`` and
-      ``v_fins`` (SRAM reads and wavelets per element), ``v_pack`` (vpack's last four
-      elements);
+      sentinel), ``v_accd`` (acc without red: the result is added to the old dd[i], which R
+      reads at the address X writes), ``v_rd`` and ``v_acc`` (the reduction), ``v_shift``
+      (vreq), ``v_reads`` and ``v_fins`` (SRAM reads and wavelets per element), ``v_pack``
+      (vpack's last four elements);
     * stages M and X: ``m_valid``, ``m_i`` (element index), ``m_a``, ``m_b`` (its operands),
-      and ``x_*`` likewise (for vlut, ``x_b`` is the table word).
+      ``m_d`` (the old dd[i] when accumulating into dd), and ``x_*`` likewise (for vlut,
+      ``x_b`` is the table word).
 
     A tile outside a vector instruction has v_r >= v_n and empty M and X, so its pipeline
     never moves.
@@ -263,13 +265,16 @@ class CoreArray:
         self.v_b_fbase, self.v_b_stride, self.v_b_q = z64(), z64(), z64()
         self.v_t_fbase, self.v_t_len = z64(), z64()
         self.v_dmode, self.v_d_fbase, self.v_d_stride, self.v_d_cidx = z64(), z64(), z64(), z64()
+        self.v_accd = np.zeros(T, dtype=bool)
         self.v_rd, self.v_acc, self.v_shift = z64(), z32(), z64()
         self.v_reads, self.v_fins = z32(), z32()
         self.v_pack = np.zeros((T, 4), dtype=np.uint32)
         self.m_valid, self.m_i, self.m_a, self.m_b = np.zeros(T, bool), z64(), z32(), z32()
         self.x_valid, self.x_i, self.x_a, self.x_b = np.zeros(T, bool), z64(), z32(), z32()
-        # Tiles inside a vector instruction; of those, with a FIN source, running vpack, vlut.
-        self.n_busy = self.n_fin = self.n_pack = self.n_lut = 0
+        self.m_d, self.x_d = z32(), z32()
+        # Tiles inside a vector instruction; of those, with a FIN source, running vpack, vlut,
+        # accumulating into dd.
+        self.n_busy = self.n_fin = self.n_pack = self.n_lut = self.n_accd = 0
 
         # Outputs of the current cycle (MeshEmulator replaces them by views of its buffers).
         self.attach_outputs(np.zeros(T, dtype=bool), np.zeros(T, dtype=np.intp),
@@ -651,16 +656,18 @@ class CoreArray:
 
         The operands are checked as a (3, k) block, rows dd, da, db; ``used`` says which rows
         are vector operands: dd unless reducing, da always, db when the op is binary without
-        bsc (vlut's db is its table, checked separately)."""
+        bsc (vlut's db is its table, checked separately). ``accd`` (acc without red) also reads
+        dd, on read port 1: dd must be MEM and db must not be a memory vector."""
         ops = w >> _OP_LSB
         field = np.stack([_field(w, "a"), _field(w, "b"), _field(w, "c")])
         bsc = _field(w, "bsc") != 0
         red = _field(w, "red") != 0
+        accd = (_field(w, "acc") != 0) & ~red
         lut, pack = ops == _VLUT, ops == _VPACK
         binary = _BINARY[ops]
         used = np.stack([~red, np.ones_like(red), binary & ~bsc])
 
-        illegal = ((red & ~_REDUCIBLE[ops]) | (used & (field >= _NDESC)).any(axis=0)
+        illegal = (((red | accd) & ~_REDUCIBLE[ops]) | (used & (field >= _NDESC)).any(axis=0)
                    | (lut & (field[_DB] >= _NDESC)))
         slot = tiles * _NDESC + (field & (_NDESC - 1))
         kind, base, length, stride, color = (self._desc[name][slot] for name in (
@@ -690,14 +697,15 @@ class CoreArray:
                    | (used[_DD] & (length[_DD] != expect)) | (used[_DB] & (length[_DB] != n))
                    | (pack & (n % 4 != 0))
                    | (lut & ((kind[_DB] != _MEM) | (length[_DB] == 0)))
-                   | (fin[_DA] & fin[_DB] & (color[_DA] == color[_DB])))
+                   | (fin[_DA] & fin[_DB] & (color[_DA] == color[_DB]))
+                   | (accd & ((kind[_DD] != _MEM) | mem[_DB])))
         ok = self._traps(tiles, self._first_cause((TrapCause.ILLEGAL, illegal),
                                                   (TrapCause.SRAM_RANGE, sram_range),
                                                   (TrapCause.NO_ROUTE, no_route),
                                                   (TrapCause.OPERAND, operand)))
         if not _all(ok):
-            tiles, w, pc, ops, n, red, lut, pack = (
-                v[ok] for v in (tiles, w, pc, ops, n, red, lut, pack))
+            tiles, w, pc, ops, n, red, accd, lut, pack = (
+                v[ok] for v in (tiles, w, pc, ops, n, red, accd, lut, pack))
             field, used, kind, base, length, stride, color, mem, fin, fout_dest = (
                 v[:, ok] if v.ndim == 2 else v[ok]
                 for v in (field, used, kind, base, length, stride, color, mem, fin, fout_dest))
@@ -718,16 +726,16 @@ class CoreArray:
             go = ~empty
             if not _any(go):
                 return
-            tiles, w, ops, n, red, lut, pack, use_max, rd, start = (
-                v[go] for v in (tiles, w, ops, n, red, lut, pack, use_max, rd, start))
+            tiles, w, ops, n, red, accd, lut, pack, use_max, rd, start = (
+                v[go] for v in (tiles, w, ops, n, red, accd, lut, pack, use_max, rd, start))
             base, length, stride, color, mem, fin, fout_dest = (
                 v[:, go] if v.ndim == 2 else v[go]
                 for v in (base, length, stride, color, mem, fin, fout_dest))
-        self._start_vector(tiles, w, ops, n, red, lut, pack, use_max, rd, start, base, length,
-                           stride, color, mem, fin, fout_dest)
+        self._start_vector(tiles, w, ops, n, red, accd, lut, pack, use_max, rd, start, base,
+                           length, stride, color, mem, fin, fout_dest)
 
-    def _start_vector(self, tiles, w, ops, n, red, lut, pack, use_max, rd, start, base, length,
-                      stride, color, mem, fin, fout_dest):
+    def _start_vector(self, tiles, w, ops, n, red, accd, lut, pack, use_max, rd, start, base,
+                      length, stride, color, mem, fin, fout_dest):
         """Put the checked vector instructions of ``tiles`` in their pipelines (the ``v_*``
         state; see the class docstring)."""
         origin = self._tile_sram[tiles]
@@ -754,15 +762,17 @@ class CoreArray:
         self.v_d_fbase[tiles] = origin + np.where(mem[_DD], base[_DD], 0)
         self.v_d_stride[tiles] = np.where(mem[_DD], stride[_DD], 0)
         self.v_d_cidx[tiles] = np.where(fout_dest, queue + color[_DD], self._sentinel)
+        self.v_accd[tiles] = accd
         self.v_rd[tiles] = rd
         self.v_acc[tiles] = start
         self.v_shift[tiles] = _field(w, "imm6")
-        self.v_reads[tiles] = mem[_DA:].sum(axis=0)
+        self.v_reads[tiles] = mem[_DA:].sum(axis=0) + accd     # accd: the old dd[i]
         self.v_fins[tiles] = fin.sum(axis=0)
         self.n_busy += tiles.size
         self.n_fin += np.count_nonzero(fin.any(axis=0))
         self.n_pack += np.count_nonzero(pack)
         self.n_lut += np.count_nonzero(lut)
+        self.n_accd += np.count_nonzero(accd)
 
     def _vector_cycle(self):
         """One cycle of every vector pipeline (section 9, "Vector instructions"), all
@@ -774,8 +784,9 @@ class CoreArray:
         3. R fires the next element (i < n) if M is empty or moves and every FIN source queue
            is non-empty; when only the queues stop it, ``stall_in``.
 
-        Reads (R's operands, and vlut's table read as an element moves from M to X) see the
-        SRAM as at the start of the cycle; X's writes come after them. The instruction retires
+        Reads (R's operands and, accumulating into dd, the old dd[i]; vlut's table read as an
+        element moves from M to X) see the SRAM as at the start of the cycle; X's writes come
+        after them. The instruction retires
         in the cycle its last element fires in X.
 
         In masks: X is held exactly when its element must send and has no credit
@@ -813,6 +824,9 @@ class CoreArray:
                 if _any(fin):
                     b[fin] = self._pop(q[fin])
                 self._row[_WAVELETS_IN][rt] += self.v_fins[rt]
+            if self.n_accd:
+                # acc without red: the old dd[i], at the address X will write (read port 1).
+                old = self._sram[self.v_d_fbase[rt] + i * self.v_d_stride[rt]]
             self._row[_SRAM_READS][rt] += self.v_reads[rt]
 
         # M -> X: vlut reads its table entry in the cycle the element moves (read port 1).
@@ -837,11 +851,15 @@ class CoreArray:
             self.x_i[mt] = self.m_i[mt]
             self.x_a[mt] = self.m_a[mt]
             self.x_b[mt] = moved_b
+            if self.n_accd:
+                self.x_d[mt] = self.m_d[mt]
         self.x_valid = x_held | m_move
         if rt.size:
             self.m_i[rt] = i
             self.m_a[rt] = a
             self.m_b[rt] = b
+            if self.n_accd:
+                self.m_d[rt] = old
             self.v_r[rt] = i + 1
         self.m_valid = m_held | r_fire
         if rt.size or mt.size or xt.size:
@@ -871,14 +889,17 @@ class CoreArray:
         return result
 
     def _execute(self, xt):
-        """Stage X of the elements of tiles ``xt`` (which fire): the element result, then the
-        write to ``sram[dd.base + j * stride]`` (j = i, or i / 4 for vpack, which writes or
-        sends only at i mod 4 = 3), the send on dd.color, or the reduction (add mod 2^32 or
-        signed max); counts elements and MACs; retires the instruction when this is its last
-        element, a reduction writing rd."""
+        """Stage X of the elements of tiles ``xt`` (which fire): the element result (plus the
+        old dd[i] read in R when accumulating into dd), then the write to
+        ``sram[dd.base + j * stride]`` (j = i, or i / 4 for vpack, which writes or sends only
+        at i mod 4 = 3), the send on dd.color, or the reduction (add mod 2^32 or signed max);
+        counts elements and MACs; retires the instruction when this is its last element, a
+        reduction writing rd."""
         index = self.x_i[xt]
         ops = self.v_op[xt]
         result = self._element_results(xt, ops, self.x_a[xt], self.x_b[xt], index)
+        if self.n_accd:
+            result = np.where(self.v_accd[xt], result + self.x_d[xt], result)
         mode = self.v_dmode[xt]
         if self.n_pack:
             pack = ops == _VPACK
@@ -926,6 +947,7 @@ class CoreArray:
                                        | (self.v_b_q[t] != self._sentinel))
         self.n_pack -= np.count_nonzero(ops == _VPACK)
         self.n_lut -= np.count_nonzero(ops == _VLUT)
+        self.n_accd -= np.count_nonzero(self.v_accd[t])
         self._retire(t, self.pc[t] + 1)
 
     # Reports ----------------------------------------------------------------------------------

@@ -328,6 +328,9 @@ class Core(wiring.Component):
         mem, fin, fout = isa.Kind.MEM, isa.Kind.FIN, isa.Kind.FOUT
         vec = cls == InstrClass.VECTOR
         src_b, dst, lut, pack = ctrl.v_src_b, ~ctrl.red, ctrl.v_lut, ctrl.v_pack
+        acc_dest = dst & ctrl.acc      # acc without red: dd[i] += result, dd read on port 1
+        # ILLEGAL: the decoder's checks, and acc (like red) on vpack / vlut.
+        illegal = ctrl.illegal | (vec & acc_dest & (lut | pack))
         n = da.length
         pc_range = pc >= cfg.imem_words
         ld_st = (cls == InstrClass.LD) | (cls == InstrClass.ST)
@@ -348,11 +351,12 @@ class Core(wiring.Component):
             | (src_b & (db.length != n))
             | (dst & ~pack & (dd.length != n))
             | (pack & ((n[:2] != 0) | (dd.length != n[2:])))
-            | (src_b & kind(da, fin) & kind(db, fin) & (da.color == db.color)))
+            | (src_b & kind(da, fin) & kind(db, fin) & (da.color == db.color))
+            | (acc_dest & (~kind(dd, mem) | (src_b & kind(db, mem)))))
         cause = Signal(TRAP_CAUSE_BITS)
         with m.If(pc_range):
             m.d.comb += cause.eq(isa.TrapCause.PC_RANGE)
-        with m.Elif(ctrl.illegal):
+        with m.Elif(illegal):
             m.d.comb += cause.eq(isa.TrapCause.ILLEGAL)
         with m.Elif(sram_range):
             m.d.comb += cause.eq(isa.TrapCause.SRAM_RANGE)
@@ -388,6 +392,7 @@ class Core(wiring.Component):
             setup.b_rs.eq(ctrl.v_b_rs),
             setup.d_mem.eq(dst & kind(dd, mem)),
             setup.d_fout.eq(dst & kind(dd, fout)),
+            setup.d_acc.eq(acc_dest & kind(dd, mem)),
             setup.pack.eq(pack),
             setup.lut.eq(lut),
             setup.max.eq(ctrl.max),
@@ -428,7 +433,8 @@ class Core(wiring.Component):
         ]
 
         # SRAM ports. Port 0: ld, vector source a, peek (while not running). Port 1: vector
-        # source b, vlut table. Write: st, vector destination, load (while not running).
+        # source b, the old dd[i] of acc without red, vlut table. Write: st, vector
+        # destination, load (while not running).
         ld_go = go & (cls == InstrClass.LD)
         st_go = go & (cls == InstrClass.ST)
         with m.If(run):

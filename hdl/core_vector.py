@@ -20,6 +20,8 @@ VectorSetup = data.StructLayout({
     "b_rs": 1,            # operand b is register rs
     "d_mem": 1,           # the destination dd is a memory vector ...
     "d_fout": 1,          # ... or a fabric output stream (both 0 when reducing)
+    "d_acc": 1,           # acc without red: X writes old dd[i] + result, the old dd[i] read
+    #                       in R on port 1 (d_mem is set, b_mem is not)
     "pack": 1,            # vpack: 4 elements per destination word
     "lut": 1,             # vlut: the result is the table word at db.base + lookup_index(a)
     "max": 1,             # a reduction combines with signed max instead of add
@@ -47,8 +49,10 @@ class VectorPipeline(wiring.Component):
        the table read on port 1.
     3. R *fires* the next element (i < n) if M is empty or moves and every fabric input source
        queue is non-empty (``a_ready``, ``b_ready``): it issues the memory reads (port 0 for a,
-       port 1 for b) or takes the queue heads (``pop_a``, ``pop_b``). If only the queues stop
-       it, the cycle counts ``stall_in``.
+       port 1 for b, or for dd[i] with ``setup.d_acc``) or takes the queue heads (``pop_a``,
+       ``pop_b``). If only the queues stop it, the cycle counts ``stall_in``. With
+       ``setup.d_acc`` the old dd[i] travels with the element to X, which writes it plus the
+       result.
 
     The instruction retires in the cycle its last element fires in X (``retire``);
     ``red_result`` is then the reduction's final value. The SRAM read ports must hold their
@@ -148,6 +152,7 @@ class VectorPipeline(wiring.Component):
         m_fin_a, m_fin_b = Signal(WORD), Signal(WORD)
         x_valid, x_last, x_lane = self.x_valid, Signal(), Signal(2)
         x_a, x_b = Signal(WORD), Signal(WORD)
+        x_old = Signal(WORD)     # d_acc: the old dd[i], read in R
         acc, packed = self.acc, Signal(24)
 
         # X.
@@ -159,7 +164,8 @@ class VectorPipeline(wiring.Component):
             x_sends.eq(s.d_fout & x_last_of_word),
             x_fire.eq(self.enable & x_valid & (~x_sends | self.credit)),
             result.eq(Mux(s.lut, self.rdata1,
-                          Mux(s.pack, Cat(packed, x_a[:8]), self.alu_result))),
+                          Mux(s.pack, Cat(packed, x_a[:8]),
+                              Mux(s.d_acc, self.alu_result + x_old, self.alu_result)))),
             self.alu_a.eq(x_a),
             self.alu_b.eq(x_b),
         ]
@@ -196,16 +202,19 @@ class VectorPipeline(wiring.Component):
         ready = (~s.a_fin | self.a_ready) & (~s.b_fin | self.b_ready)
         r_fire = Signal()
         read_a = Signal(16)
-        read_b = Signal(16)
+        read_b = Signal(16)      # port 1's R address: db's element, or dd's with d_acc
+        base_1 = Mux(s.d_acc, s.d_base, s.b_base)
+        stride_1 = Mux(s.d_acc, s.d_stride, s.b_stride)
+        read_1 = s.b_mem | s.d_acc
         m.d.comb += [
             r_has.eq(self.start | (self.busy & (r_index != s.n))),
             r_can.eq(self.enable & r_has & (~m_valid | m_move)),
             r_fire.eq(r_can & ready),
             read_a.eq(Mux(self.start, s.a_base, addr_a)),
-            read_b.eq(Mux(self.start, s.b_base, addr_b)),
+            read_b.eq(Mux(self.start, base_1, addr_b)),
             self.read0_en.eq(r_fire & s.a_mem),
             self.read0_addr.eq(read_a),
-            self.read1_en.eq((r_fire & s.b_mem) | (m_move & s.lut)),
+            self.read1_en.eq((r_fire & read_1) | (m_move & s.lut)),
             self.read1_addr.eq(Mux(s.lut, s.lut_base + index, read_b)),
             self.pop_a.eq(r_fire & s.a_fin),
             self.pop_b.eq(r_fire & s.b_fin),
@@ -219,19 +228,19 @@ class VectorPipeline(wiring.Component):
             self.progress.eq(x_fire | m_move | r_fire),
             self.writes.eq(writes),
             self.wavelets_out.eq(x_fire & x_sends),
-            self.reads.eq((r_fire & s.a_mem) + (r_fire & s.b_mem) + (m_move & s.lut)),
+            self.reads.eq((r_fire & s.a_mem) + (r_fire & read_1) + (m_move & s.lut)),
             self.wavelets_in.eq((r_fire & s.a_fin) + (r_fire & s.b_fin)),
         ]
 
         # State updates.
         with m.If(self.enable & self.start):   # (R firing in this cycle overrides addr_a/b)
-            m.d.sync += [self.busy.eq(1), addr_a.eq(s.a_base), addr_b.eq(s.b_base),
+            m.d.sync += [self.busy.eq(1), addr_a.eq(s.a_base), addr_b.eq(base_1),
                          addr_d.eq(s.d_base), acc.eq(self.acc_start)]
         with m.If(r_fire):
             m.d.sync += [
                 r_index.eq(r_index + 1),
                 addr_a.eq(read_a + s.a_stride),
-                addr_b.eq(read_b + s.b_stride),
+                addr_b.eq(read_b + stride_1),
                 m_valid.eq(1),
                 m_last.eq(r_index == s.n - 1),
                 m_lane.eq(r_index[:2]),
@@ -242,7 +251,7 @@ class VectorPipeline(wiring.Component):
             m.d.sync += m_valid.eq(0)
         with m.If(m_move):
             m.d.sync += [x_valid.eq(1), x_last.eq(m_last), x_lane.eq(m_lane), x_a.eq(m_a),
-                         x_b.eq(m_b)]
+                         x_b.eq(m_b), x_old.eq(self.rdata1)]
         with m.Elif(x_fire):
             m.d.sync += x_valid.eq(0)
         with m.If(x_fire):

@@ -883,6 +883,11 @@ class _Assembler:
                 args += self.memory_operand(tokens, end, core, base)
             elif token_name in _REGISTER_OPERANDS or (token_name == "dd" and reduce):
                 args.append(self.register(tokens, "rd" if token_name == "dd" else token_name))
+            elif token_name == "dd" and acc and tokens[0].kind == "name" \
+                    and tokens[0].text.lower().startswith("r"):
+                self.error(tokens[0], f"'.acc' alone accumulates into the destination vector "
+                                      f"dd (a descriptor d0..d7), not {tokens[0].text!r}; "
+                                      f"'.sum.acc' adds into a register")
             elif token_name in _DESCRIPTOR_OPERANDS:
                 args.append(self.descriptor(tokens, token_name))
             elif token_name == "db|rs":
@@ -896,7 +901,8 @@ class _Assembler:
         core.builder.emit(base, *args, reduce=reduce, acc=acc, location=head.location)
 
     def suffixes(self, head, opcode, base, suffixes):
-        """reduce ("sum", "max" or None) and acc from the suffixes of a mnemonic."""
+        """reduce ("sum", "max" or None) and acc from the suffixes of a mnemonic (.acc alone:
+        accumulate into the destination descriptor)."""
         reduce, acc = None, False
         for suffix in suffixes:
             if opcode.group is not Group.VECTOR:
@@ -906,6 +912,8 @@ class _Assembler:
                 self.error(head, f"unknown suffix '.{suffix}' of {base}: expected .sum, .max "
                                  f"or .acc")
             if base not in REDUCIBLE:
+                if suffix == "acc":
+                    self.error(head, f"{base} cannot reduce or accumulate, so it takes no .acc")
                 self.error(head, f"{base} cannot reduce, so it takes no .{suffix}")
             if suffix == "acc":
                 if acc:
@@ -916,8 +924,6 @@ class _Assembler:
                                  f".max")
             else:
                 reduce = suffix
-        if acc and reduce is None:
-            self.error(head, "'.acc' needs '.sum' or '.max' (it accumulates into rd)")
         return reduce, acc
 
     def check_count(self, head, statement, operands, syntax, text):
@@ -1118,8 +1124,9 @@ numbers, constants (`.equ`) and data names (their SRAM address) with `+ - *` and
 commas, a memory operand as `imm(ra)` (`ld r1, 4(r2)`, `st r1, out(r0)`, `ld r1, (r2)`),
 branch targets as labels or absolute addresses. A vector instruction takes `.sum` or `.max`
 to reduce into a register, plus `.acc` to start from that register (`vdot4.sum.acc r1, d0,
-d1`); its operand `db|rs` is a descriptor (`vadd d2, d0, d1`) or a register, the same scalar
-for every element (`vadd d2, d0, r3`).
+d1`); `.acc` alone adds each result to the destination vector: `vdot4.acc d2, d0, r3` does
+d2[i] += dot4(d0[i], r3). Its operand `db|rs` is a descriptor (`vadd d2, d0, d1`) or a
+register, the same scalar for every element (`vadd d2, d0, r3`).
 
 **Pseudo-instructions** (builder methods):
 

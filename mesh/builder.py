@@ -194,7 +194,9 @@ class CoreBuilder:
 
     def emit(self, name, *operands, reduce=None, acc=False, location=None):
         """Append instruction ``name`` with ``operands`` in assembly order. ``reduce`` ("sum" or
-        "max") and ``acc`` apply to vector instructions (see docs/ISA.md)."""
+        "max") and ``acc`` apply to vector instructions (see docs/ISA.md): ``acc`` with
+        ``reduce`` starts the reduction from rd, ``acc`` alone adds every result to the old
+        dd[i] (dd a memory vector, operand b not one: the core checks that at run time)."""
         location = location or self._here()
         opcode = BY_NAME.get(name)
         if opcode is None:
@@ -214,7 +216,13 @@ class CoreBuilder:
             fields["max"] = int(reduce == "max")
             fields["acc"] = int(bool(acc))
         elif acc:
-            raise AssemblyError(location, f"{name}: acc needs reduce='sum' or 'max'")
+            # acc alone: accumulate into the destination, dd[i] += result[i] (docs/ISA.md).
+            if opcode.format is not Format.V:
+                raise AssemblyError(location, f"{name}: acc applies to vector instructions only")
+            if name not in REDUCIBLE:
+                raise AssemblyError(location, f"{name} cannot accumulate into its destination "
+                                              f"(acc is allowed where a reduction is)")
+            fields["acc"] = 1
         for token, value in zip(names, operands):
             try:
                 self._operand(opcode, token, value, token_fields, fields, symbolic,

@@ -69,7 +69,8 @@ FIELDS = {f.name: f for f in [
                                             "andi, ori, xori, lui)"),
     Field("imm14", 0, 14, doc="branch target: absolute instruction address"),
     Field("bsc", 9, 1, doc="vector: operand B is register rs, the same value for every element"),
-    Field("acc", 8, 1, doc="vector reduction: start from rd instead of the identity"),
+    Field("acc", 8, 1, doc="vector: with red, start the reduction from rd instead of the "
+                           "identity; without red, add each result to the old dd[i]"),
     Field("red", 7, 1, doc="vector: reduce the results into register rd instead of writing dd"),
     Field("max", 6, 1, doc="vector reduction: combine with signed max instead of add"),
     Field("imm6", 0, 6, doc="vector: shift amount of vreq"),
@@ -258,7 +259,8 @@ BY_CODE = {op.code: op for op in OPCODES}
 # Vector instructions whose operand B is a vector (db) or, with bsc, the register rs.
 BINARY_VECTOR = frozenset(op.name for op in OPCODES
                           if op.group is Group.VECTOR and "db|rs" in op.syntax)
-# Vector instructions that may reduce (red): all but vpack (4:1) and vlut.
+# Vector instructions that may reduce (red): all but vpack (4:1) and vlut. The same ones may
+# accumulate into their destination (acc without red: dd[i] += result[i]).
 REDUCIBLE = frozenset(op.name for op in OPCODES
                       if op.group is Group.VECTOR and op.name not in ("vpack", "vlut"))
 # Multiply-accumulates counted per element.
@@ -277,7 +279,8 @@ class TrapCause(enum.IntEnum):
     """Why a core stopped with a trap. A trap happens in the cycle the instruction would issue;
     the instruction has no effect, and the core halts with ``trap_cause`` and ``trap_pc`` set."""
     NONE = 0
-    ILLEGAL = 1        # reserved opcode, descriptor field > 7, tid selector > 3, red on vpack/vlut
+    ILLEGAL = 1        # reserved opcode, descriptor field > 7, tid selector > 3, red or acc on
+    #                    vpack/vlut
     PC_RANGE = 2       # pc outside the instruction memory
     SRAM_RANGE = 3     # a load, store, memory vector or table outside the SRAM
     NO_ROUTE = 4       # a color >= colors, or one the router never delivers to / takes from the core
@@ -304,7 +307,8 @@ COUNTERS = [
                   "for a fabric output without one"),
     ("macs", "multiply-accumulates: 4 per vdot4 and vmul8 element, 1 per vmul and vreq element "
              "and per mul and mulh"),
-    ("sram_reads", "SRAM words read (ld, memory vector operands, table lookups)"),
+    ("sram_reads", "SRAM words read (ld, memory vector operands, table lookups, the old dd[i] "
+                   "of an accumulate into the destination)"),
     ("sram_writes", "SRAM words written (st, memory vector destinations)"),
     ("wavelets_in", "wavelets taken from the core's input queues"),
     ("wavelets_out", "wavelets sent to the router"),
@@ -406,8 +410,8 @@ def disassemble(word):
     name = op.name
     if f["red"]:
         name += ".max" if f["max"] else ".sum"
-        if f["acc"]:
-            name += ".acc"
+    if f["acc"]:
+        name += ".acc"        # with .sum/.max: start from rd; alone: dd[i] += result
     dest = r(f["a"]) if f["red"] else d(f["a"])
     operands = [dest, d(f["b"])]
     if op.name == "vreq":
@@ -572,7 +576,7 @@ KIND_TEXT = {
 
 TRAP_WHEN = {
     TrapCause.ILLEGAL: "a reserved opcode; a descriptor field (dd, da, db) above 7; a `tid` "
-                       "selector above 3; `red` set on `vpack` or `vlut`",
+                       "selector above 3; `red` or `acc` set on `vpack` or `vlut`",
     TrapCause.PC_RANGE: "`pc` >= `imem_words`",
     TrapCause.SRAM_RANGE: "a `ld`/`st` address outside the SRAM; a memory vector whose first or "
                           "last element is outside it; a `vlut` table whose last word is "
@@ -583,7 +587,8 @@ TRAP_WHEN = {
     TrapCause.OPERAND: "a FOUT source; a FIN destination (not reducing); a `vlut` table that is "
                        "not MEM or is empty; an operand or destination whose length differs "
                        "from da.length (n / 4 for the `vpack` destination); two FIN sources "
-                       "on the same color",
+                       "on the same color; `acc` without `red` (accumulate into dd) when dd is "
+                       "not MEM or operand b is a memory vector",
 }
 
 ISA_MD_PATH = "docs/ISA.md"
@@ -678,9 +683,18 @@ def isa_markdown():
         f"* **Reduction.** `.sum` or `.max` (field `red`, and `max` for `.max`) combines every "
         f"element's result into register `rd` instead of writing `dd`: with add mod 2^32, "
         f"or signed max. Allowed on {reducible}.\n"
-        f"* **Accumulate.** `.acc` (field `acc`, only with `.sum` or `.max`) starts the "
-        f"reduction from the value of `rd` instead of the identity (0 for `.sum`, -2^31 for "
-        f"`.max`): `vdot4.sum.acc r1, d0, d1` adds a dot product to r1.\n"
+        f"* **Accumulate.** `.acc` (field `acc`) on the same instructions. With `.sum` or "
+        f"`.max` it starts the reduction from the value of `rd` instead of the identity (0 "
+        f"for `.sum`, -2^31 for `.max`): `vdot4.sum.acc r1, d0, d1` adds a dot product to r1. "
+        f"Alone it accumulates into the destination: dd[i] = dd[i] + result[i] (mod 2^32), "
+        f"result[i] being what the instruction would otherwise write. The old dd[i] is read "
+        f"in stage R of element i on read port 1, so dd must be a memory vector and operand "
+        f"b must not be one (b is a register, a fabric input stream, or absent); the cycles "
+        f"are unchanged. `vdot4.acc d2, d0, r3` does d2[i] += dot4(d0[i], r3): four MACs per "
+        f"cycle with two reads and one write. The old dd[i] is the word at the start of the "
+        f"R cycle, so with a destination of stride 0 element i does not see the writes of "
+        f"elements i - 1 and i - 2 unless R waited for a wavelet (docs/ARCHITECTURE.md "
+        f"section 9).\n"
         "* **Multiply-accumulates** counted per element: "
         + ", ".join(f"`{name}` {n}" for name, n in MACS_PER_ELEMENT.items())
         + "; per scalar instruction: "

@@ -12,8 +12,11 @@ chosen in range, and fabric traffic is organised so that it cannot deadlock:
 
 Between phases each core runs random straight-line code, loops, forward branches, calls and
 vector instructions over memory. Each end of a stream is, at random, one vector instruction
-(``vmov``/``vadd``/``vmul``/``.sum`` reductions on a fabric descriptor) or a scalar loop of
-``ld``/``send`` or ``recv``/``st``.
+(``vmov``/``vadd``/``vmul``/``.sum`` reductions on a fabric descriptor, or an accumulation
+into a memory destination with the stream as operand a or b) or a scalar loop of ``ld``/``send``
+or ``recv``/``st``. Vector instructions over memory accumulate into their destination
+(``.acc`` without a reduction) when their operand b allows it (a register or none), with
+destinations of every stride, 0 included.
 """
 
 import random
@@ -156,6 +159,20 @@ def _consume(rng, core, color, length, labels):
         core.fabric_in(0, color, length)
         core.emit("vmov", rng.choice(list(FREE)), 0, reduce=rng.choice(["sum", "max"]),
                   acc=rng.random() < 0.5)
+    elif kind < 0.8:
+        # Accumulate into the destination: dd[i] += a[i] op b[i], the stream as a or b (then
+        # a is a memory vector); the destination may overlap itself (stride 0).
+        core.fabric_in(0, color, length)
+        dest = STREAM_AREA + rng.randrange(0, 56 - length + 1)
+        core.mem_vector(2, dest, length, rng.choice([1, 1, 0]))
+        op = rng.choice(["vmov", "vadd", "vsub", "vdot4", "vmax8"])
+        if op == "vmov":
+            core.vmov(2, 0, acc=True)
+        elif rng.random() < 0.5:
+            core.emit(op, 2, 0, f"r{_reg(rng, True)}", acc=True)
+        else:
+            core.mem_vector(1, rng.randrange(0, DATA_WORDS - length + 1), length)
+            core.emit(op, 2, 1, 0, acc=True)
     else:
         top = f"recv{next(labels)}"
         core.li(STREAM_ADDRESS, base)
@@ -237,6 +254,8 @@ def _vector(rng, core):
     reduce = None
     if op not in ("vpack", "vlut") and rng.random() < 0.3:
         reduce = rng.choice(["sum", "max"])
+    # acc without a reduction: dd[i] += result[i] (needs b not a memory vector).
+    acc_dest = reduce is None and op in isa.REDUCIBLE and rng.random() < 0.35
     if reduce is None:
         _memory_vector(rng, core, 2, n // 4 if op == "vpack" else n, SCRATCH[1],
                        low=SCRATCH[0])
@@ -245,21 +264,22 @@ def _vector(rng, core):
         dest = _reg(rng)
     if op == "vreq":
         core.vreq(dest, 0, f"r{_reg(rng, True)}", rng.randrange(64), reduce=reduce,
-                  acc=reduce is not None and rng.random() < 0.5)
+                  acc=acc_dest or reduce is not None and rng.random() < 0.5)
     elif op == "vlut":
         table = rng.randint(1, 16)
         core.mem_vector(1, rng.randrange(0, DATA_WORDS - table + 1), table)
         core.vlut(dest, 0, 1)
     elif op in ("vmov", "vpack"):
-        core.emit(op, dest, 0, reduce=reduce, acc=reduce is not None and rng.random() < 0.5)
+        core.emit(op, dest, 0, reduce=reduce,
+                  acc=acc_dest or reduce is not None and rng.random() < 0.5)
     else:
-        if rng.random() < 0.3:
+        if acc_dest or rng.random() < 0.3:
             operand = f"r{_reg(rng, True)}"
         else:
             _memory_vector(rng, core, 1, n, DATA_WORDS)
             operand = 1
         core.emit(op, dest, 0, operand, reduce=reduce,
-                  acc=reduce is not None and rng.random() < 0.5)
+                  acc=acc_dest or reduce is not None and rng.random() < 0.5)
 
 
 def _memory_vector(rng, core, d, n, limit, low=0):

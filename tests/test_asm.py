@@ -216,11 +216,25 @@ def test_vector_syntax():
         vpack d1, d0
         vlut d2, d0, d1
         vmov.max r9, d3
+        vdot4.acc d2, d0, r3
+        VMOV.ACC d1, d0
+        vreq.acc d1, d0, r2, 7
+        vadd.acc d2, d0, d1
         halt
 """) == ["vadd d2, d0, d1", "vadd d2, d0, r3", "vdot4.sum r1, d0, d1",
          "vdot4.sum.acc r1, d0, d1", "vmax.max.acc r2, d0, r4", "vreq d1, d0, r2, 7",
          "vreq.sum r1, d0, r2, 0", "vpack d1, d0", "vlut d2, d0, d1", "vmov.max r9, d3",
-         "halt"]
+         "vdot4.acc d2, d0, r3", "vmov.acc d1, d0", "vreq.acc d1, d0, r2, 7",
+         "vadd.acc d2, d0, d1", "halt"]
+
+
+def test_accumulate_into_the_destination_encodes_acc_without_red():
+    """`.acc` alone sets field acc and leaves red clear (dd stays a descriptor); the memory
+    operand b of `vadd.acc d2, d0, d1` assembles and traps at run time (OPERAND)."""
+    word = assemble_instruction("vdot4.acc d2, d0, r3")
+    assert word == isa.encode("vdot4", a=2, b=0, d=3, bsc=1, acc=1)
+    assert isa.decode(word).red == 0
+    assert CoreBuilder("c").vdot4(2, 0, "r3", acc=True).image().instructions == (word,)
 
 
 def test_pseudo_instructions():
@@ -378,6 +392,8 @@ def canonical_word(draw, op=None):
         f = {"a": draw(reg) if red else draw(desc), "b": draw(desc)}
         if red:
             f.update(red=1, max=int(draw(st.booleans())), acc=int(draw(st.booleans())))
+        elif name in REDUCIBLE and draw(st.booleans()):
+            f["acc"] = 1           # accumulate into the destination
         if name == "vreq":
             f.update(d=draw(reg), imm6=draw(st.integers(0, 63)))
         elif name == "vlut":
@@ -450,7 +466,11 @@ CORE = ".core main (0,0)\n"
     (CORE + "  add r1, , r2\n", "2:11", "expected an operand before ','"),
     (CORE + "  add r1, r2,\n", "2:14", "expected an operand after ','"),
     (CORE + "  add r1, r2, @\n", "2:15", "unexpected character '@'"),
-    (CORE + "  vadd.acc r1, d0, d1\n", "2:3", "'.acc' needs '.sum' or '.max'"),
+    (CORE + "  vadd.acc r1, d0, d1\n", "2:12", "'.acc' alone accumulates into the destination "
+                                               "vector dd (a descriptor d0..d7), not 'r1'"),
+    (CORE + "  vpack.acc d1, d0\n", "2:3", "vpack cannot reduce or accumulate, so it takes no "
+                                           ".acc"),
+    (CORE + "  vlut.sum.acc r1, d0, d1\n", "2:3", "vlut cannot reduce, so it takes no .sum"),
     (CORE + "  vadd.sum.max r1, d0, d1\n", "2:3", "'.max' after '.sum': a reduction is either"),
     (CORE + "  vadd.avg r1, d0, d1\n", "2:3", "unknown suffix '.avg' of vadd: expected .sum, "
                                               ".max or .acc"),
@@ -701,7 +721,10 @@ def test_builder_undefined_label_is_reported_at_the_instruction():
     (lambda c: c.vadd(8, 0, 1), "vadd: dd must be d0..d7, not 8"),
     (lambda c: c.vpack(1, 0, reduce="sum"), "vpack cannot reduce"),
     (lambda c: c.vadd(1, 0, 1, reduce="avg"), "reduce must be 'sum' or 'max', not 'avg'"),
-    (lambda c: c.vadd(1, 0, 1, acc=True), "vadd: acc needs reduce='sum' or 'max'"),
+    (lambda c: c.vpack(1, 0, acc=True), "vpack cannot accumulate into its destination"),
+    (lambda c: c.vlut(1, 0, 2, acc=True), "vlut cannot accumulate into its destination"),
+    (lambda c: c.add(1, 2, 3, acc=True), "add: acc applies to vector instructions only"),
+    (lambda c: c.vadd("r1", 0, 1, acc=True), "vadd: dd must be d0..d7, not 'r1'"),
     (lambda c: c.li(1, 1 << 32), "li: 4294967296 is not a 32-bit integer"),
     (lambda c: c.li(1, "x"), "li: 'x' is not a 32-bit integer"),
     (lambda c: (c.label("a"), c.label("a")), "label 'a' is already defined at"),

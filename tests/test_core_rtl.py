@@ -523,6 +523,78 @@ def test_vector_reads_see_writes_of_earlier_cycles_only(core_bench, offset):
     assert result.sram.tolist() == model[:40]
 
 
+def test_accumulate_into_destination(core_bench):
+    """acc without red: dd[i] += result[i], the old dd[i] read in R on port 1; n + 2 cycles.
+    vdot4 with a register operand (the GEMV step), a stride-0 destination (element i does
+    not see the writes of i - 1 and i - 2), vreq and vmov."""
+    rng = np.random.default_rng(5)
+    n = 6
+    w, old = random_words(rng, n), random_words(rng, n)
+    x = 0x04_03_FE_81
+    program = [desc(0, base=0, length=n), desc(2, base=64, length=n), li(3, x),
+               vec("vdot4", 2, 0, rs=3, bsc=1, acc=1),            # pc 8: d2 += dot4(w, x)
+               desc(4, base=100, length=n, stride=0),
+               vec("vmov", 4, 0, acc=1),                          # pc 12: stride 0
+               desc(5, base=16, length=n), desc(6, base=32, length=n),
+               vec("vreq", 6, 5, rs=3, shift=9, acc=1),           # pc 19
+               HALT]
+    sram = {**dict(enumerate(w)), **{64 + i: v for i, v in enumerate(old)}, 100: 7,
+            **{16 + i: v for i, v in enumerate(old)}, **{32 + i: 3 for i in range(n)}}
+    result = run_core(core_bench, program, sram)
+    assert result.sram[64:64 + n].tolist() == (old + isa.dot4(w, np.uint32(x))).tolist()
+    chains = [7] * 3
+    for i in range(n):
+        chains[i % 3] = (chains[i % 3] + int(w[i])) & MASK32
+    assert result.sram[100] == chains[(n - 1) % 3]
+    assert result.sram[32:32 + n].tolist() == (3 + isa.requantize(old, x, 9)).tolist()
+    retire_cycle = {pc: cycle for cycle, pc in result.retired}
+    for pc in (8, 12, 19):   # each issues the cycle after its predecessor retires
+        assert retire_cycle[pc] - retire_cycle[pc - 1] == n + 2
+    c = result.counters
+    assert (c["sram_reads"], c["sram_writes"], c["elements"]) == (6 * n, 3 * n, 3 * n)
+    assert c["macs"] == 4 * n + n
+
+
+def test_accumulate_with_a_fabric_operand_b(core_bench):
+    """vsub.acc with operand b a FIN stream arriving late: R waits (stall_in) and reads the
+    old dd[i] only when it fires."""
+    n = 4
+    a, old = [50, 60, 70, 80], [1000, 2000, 3000, 4000]
+    program = [desc(0, base=0, length=n), desc(1, Kind.FIN, color=2, length=n),
+               desc(2, base=8, length=n, stride=2), vec("vsub", 2, 0, 1, acc=1), HALT]
+    sender = Sender(core_bench.dut.rx, CONFIG)
+    for k, cycle in enumerate([12, 13, 20, 21]):
+        sender.send(2, k + 1, cycle=cycle)
+    result = run_core(core_bench, program, {**dict(enumerate(a)),
+                                            **{8 + 2 * i: v for i, v in enumerate(old)}},
+                      sender=sender)
+    assert result.sram[8:16:2].tolist() == [o + x - (k + 1) for k, (o, x)
+                                            in enumerate(zip(old, a))]
+    assert result.sram[9:16:2].tolist() == [0, 0, 0, 0]
+    c = result.counters
+    assert (c["wavelets_in"], c["sram_reads"], c["sram_writes"]) == (n, 2 * n, n)
+    # The vsub (pc 10) issues in cycle 10; R fires the cycle after each arrival: 13, 14, 21,
+    # 22, waiting in 10..12 and 15..20.
+    assert c["stall_in"] == 3 + 6
+    assert result.retired[-2:] == [(22 + 2, 10), (22 + 3, 11)]
+
+
+def test_accumulate_stride_0_when_r_waits(core_bench):
+    """The old dd[i] is the word at the start of element i's R cycle: with wavelets taken in
+    R cycles 7 (the issue), 11 and 13, element 1 sees element 0's write (cycle 9), element 2
+    not element 1's (cycle 13): 100 + 1, then 101 + 2, then 101 + 4 (as in the emulator's
+    test_accumulate_stride_0_when_r_waits_for_wavelets)."""
+    program = [desc(0, Kind.FIN, color=2, length=3), desc(2, base=80, length=3, stride=0),
+               vec("vmov", 2, 0, acc=1), HALT]
+    sender = Sender(core_bench.dut.rx, CONFIG)
+    for value, cycle in [(1, 0), (2, 10), (4, 12)]:
+        sender.send(2, value, cycle=cycle)
+    result = run_core(core_bench, program, {80: 100}, sender=sender)
+    assert result.sram[80] == 105
+    assert result.retired[-2:] == [(15, 7), (16, 8)]
+    assert (result.counters["stall_in"], result.counters["sram_reads"]) == (4, 3)
+
+
 # Fabric access ------------------------------------------------------------------------------------
 
 def test_recv_and_send_wait_and_count_stalls(core_bench):
@@ -701,6 +773,14 @@ TRAPS = {
                              TrapCause.OPERAND, 4),
     "SRAM before OPERAND": ([desc(0, base=254, length=4), vec("vmov", 1, 0)],
                             TrapCause.SRAM_RANGE, 3),
+    "acc on vpack": ([desc(0, length=8), desc(1, length=2), vec("vpack", 1, 0, acc=1)],
+                     TrapCause.ILLEGAL, 6),
+    "acc on vlut": ([desc(0, length=2), desc(1, length=3), vec("vlut", 0, 0, 1, acc=1)],
+                    TrapCause.ILLEGAL, 6),
+    "acc into FOUT": ([desc(0, base=0, length=2), desc(1, Kind.FOUT, color=1, length=2),
+                       vec("vmov", 1, 0, acc=1)], TrapCause.OPERAND, 7),
+    "acc with memory b": ([desc(0, length=2), desc(1, base=4, length=2),
+                           vec("vadd", 1, 0, 0, acc=1)], TrapCause.OPERAND, 6),
 }
 
 

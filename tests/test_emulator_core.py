@@ -394,6 +394,119 @@ def test_vector_read_after_write(offset):
     assert np.array_equal(result.sram[0, :n + offset], expected)
 
 
+# Accumulate into the destination (acc without red) ------------------------------------------
+
+@pytest.mark.parametrize("word, op, b", [
+    (E("vadd", a=2, b=0, d=7, bsc=1, acc=1), "vadd", 0x01020304),
+    (E("vsub", a=2, b=0, d=7, bsc=1, acc=1, max=1), "vsub", 0x01020304),   # max ignored
+    (E("vmul8", a=2, b=0, d=7, bsc=1, acc=1), "vmul8", 0x01020304),
+    (E("vmov", a=2, b=0, acc=1), "vmov", 0),
+])
+def test_accumulate_into_destination(word, op, b):
+    """dd[i] = dd[i] + result[i] (mod 2^32): the old dd[i] is read in R on port 1 (one more
+    SRAM read per element), the cycles are those of the plain instruction (n + 2)."""
+    n = 7
+    a, old = values(n), values(n)
+    sram = np.zeros(256, dtype=np.uint32)
+    sram[:n], sram[100:100 + n] = a, old
+    words = const(7, b) + mem(0, 0, n) + mem(2, 100, n)
+    t0 = len(words)
+    emu, result = run1(words + [word, E("halt")], sram)
+    assert np.array_equal(result.sram[0, 100:100 + n], old + isa.alu(op, a, np.uint32(b)))
+    assert retire_cycles(emu)[-2:] == [(t0 + n + 1, t0), (t0 + n + 2, t0 + 1)]
+    c = counters(result)
+    assert (c["sram_reads"], c["sram_writes"], c["elements"]) == (2 * n, n, n)
+    assert c["macs"] == n * isa.MACS_PER_ELEMENT.get(op, 0)
+
+
+def test_accumulate_vdot4_with_a_register_operand():
+    """The GEMV step acc[i] += dot4(W[i], x), x a register: worked out by hand."""
+    x = 0x04_03_02_01                           # lanes 1, 2, 3, 4
+    w = [0x01_01_01_01, 0xFF_FF_FF_FF, 0x80_00_00_7F, 0x00_00_00_00]
+    acc = [10, 0xFFFFFFFF, 0x7FFFFFFF, 5]
+    # dot4: 1+2+3+4 = 10; -(1+2+3+4) = -10; 127*1 - 128*4 = -385; 0.
+    expected = [20, 0xFFFFFFFF - 10, (0x7FFFFFFF - 385) & 0xFFFFFFFF, 5]
+    sram = np.zeros(256, dtype=np.uint32)
+    sram[0:4], sram[50:58:2] = w, acc
+    words = const(3, x) + mem(0, 0, 4) + mem(2, 50, 4, 2) + [
+        E("vdot4", a=2, b=0, d=3, bsc=1, acc=1), E("halt")]
+    emu, result = run1(words, sram)
+    assert result.sram[0, 50:58:2].tolist() == expected
+    assert result.sram[0, 51:58:2].tolist() == [0, 0, 0, 0]
+    c = counters(result)
+    assert (c["macs"], c["sram_reads"], c["sram_writes"]) == (16, 8, 4)
+    assert result.cycles == 8 + 4 + 2 + 1
+
+
+def test_accumulate_into_a_stride_0_destination():
+    """dd of stride 0: element i reads the word at the start of its R cycle t0 + i and writes
+    it in t0 + i + 2, so it sees the writes of elements up to i - 3 only:
+    w0 = 100 + 1, w1 = 100 + 2, w2 = 100 + 3, w3 = w0 + 4, w4 = w1 + 5, w5 = w2 + 6 = 109."""
+    a = [1, 2, 3, 4, 5, 6]
+    sram = np.zeros(256, dtype=np.uint32)
+    sram[0:6], sram[80] = a, 100
+    words = mem(0, 0, 6) + mem(1, 80, 6, 0) + [E("vmov", a=1, b=0, acc=1), E("halt")]
+    emu, result = run1(words, sram)
+    assert result.sram[0, 80] == 109
+    assert result.sram[0, 79] == 0 and result.sram[0, 81] == 0
+    assert counters(result)["sram_writes"] == 6 and counters(result)["sram_reads"] == 12
+
+
+def test_accumulate_stride_0_when_r_waits_for_wavelets():
+    """The old dd[i] is the word at the start of element i's R cycle, also when R waits: the
+    FIN operand's wavelets 1, 2, 4 are sent in cycles 1, 6, 8 and taken by R in 5 (the
+    issue), 9 and 11. Element 0 writes 100 + 1 in 7, seen by element 1 (R in 9): 101 + 2 in
+    11; element 2 (R in 11) does not see that write of the same cycle: 101 + 4 = 105."""
+    sender = [E("addi", a=1, b=0, imm18=1), E("send", a=1, b=0, imm18=0),
+              E("addi", a=1, b=0, imm18=2)] + [E("add", a=0, b=0, c=0)] * 3 + [
+        E("send", a=1, b=0, imm18=0), E("addi", a=1, b=0, imm18=4),
+        E("send", a=1, b=0, imm18=0), E("halt")]
+    sram1 = np.zeros(256, dtype=np.uint32)
+    sram1[80] = 100
+    receiver = stream(0, "in", 0, 3) + mem(2, 80, 3, 0) + [E("vmov", a=2, b=0, acc=1),
+                                                           E("halt")]
+    emu = MeshEmulator(pair_program(sender, receiver, None, sram1), trace=True)
+    result = emu.run()
+    assert result.sram[1, 80] == 105
+    assert retire_cycles(emu, 1)[-2:] == [(13, 5), (14, 6)]
+    c = counters(result, 1)
+    assert (c["stall_in"], c["sram_reads"], c["sram_writes"]) == (3 + 1, 3, 3)
+
+
+def test_accumulate_aliasing_the_next_elements():
+    """dd = da + 1, in place (rs = r0): element i reads word i (a, port 0) and word i + 1 (its
+    old dd[i], port 1) in its R cycle t0 + i. Word i was written by element i - 1 in
+    t0 + i + 1 and word i + 1 is written by element i in t0 + i + 2, both later: every element
+    reads the initial words, so word i + 1 ends as a[i] + a[i + 1]."""
+    n = 6
+    a = [10, 11, 12, 13, 14, 15, 16]
+    sram = np.zeros(256, dtype=np.uint32)
+    sram[:n + 1] = a
+    words = mem(0, 0, n) + mem(1, 1, n) + [E("vadd", a=1, b=0, d=0, bsc=1, acc=1), E("halt")]
+    _, result = run1(words, sram)
+    assert result.sram[0, :n + 1].tolist() == [10, 21, 23, 25, 27, 29, 31]
+
+
+def test_accumulate_with_a_fabric_operand_b():
+    """vadd.acc d2, d1, d0 with d0 a FIN stream (operand b) and d1 in memory: dd[i] +=
+    a[i] + wavelet i; one wavelet per element, read ports 0 (a) and 1 (dd)."""
+    n = 5
+    w, a, old = values(n, 0, 1000), values(n, 0, 1000), values(n, 0, 1000)
+    sender = mem(0, 0, n) + stream(1, "out", 0, n) + [E("vmov", a=1, b=0), E("halt")]
+    sram1 = np.zeros(256, dtype=np.uint32)
+    sram1[20:20 + n], sram1[60:60 + n] = a, old
+    receiver = stream(0, "in", 0, n) + mem(1, 20, n) + mem(2, 60, n) + [
+        E("vadd", a=2, b=1, c=0, acc=1), E("halt")]
+    emu = MeshEmulator(pair_program(sender, receiver, w, sram1), trace=True)
+    result = emu.run()
+    assert np.array_equal(result.sram[1, 60:60 + n], old + a + w)
+    c = counters(result, 1)
+    assert (c["wavelets_in"], c["sram_reads"], c["sram_writes"]) == (n, 2 * n, n)
+    # The stream's element i is in (1,0)'s queue at 10 + i (test_vector_stream_between_cores):
+    # R fires then, X two cycles later; the vadd (pc 8) retires at 12 + n - 1.
+    assert retire_cycles(emu, 1)[-2:] == [(11 + n, 8), (12 + n, 9)]
+
+
 # Fabric ---------------------------------------------------------------------------------------
 
 PAIR = MeshConfig(width=2, height=1, colors=4, sram_words=256, imem_words=64)
@@ -627,6 +740,20 @@ TRAPS = [
      + [E("vlut", a=2, b=0, c=1)], 8, TrapCause.OPERAND),
     ("two FIN on one color", stream(0, "in", 1, 4) + stream(1, "in", 1, 4) + mem(2, 8, 4)
      + [E("vadd", a=2, b=0, c=1)], 7, TrapCause.OPERAND),
+    ("acc on vpack", mem(0, 0, 8) + mem(2, 8, 2) + [E("vpack", a=2, b=0, acc=1)], 6,
+     TrapCause.ILLEGAL),
+    ("acc on vlut", mem(0, 0, 4) + mem(2, 8, 4) + mem(1, 20, 4)
+     + [E("vlut", a=2, b=0, c=1, acc=1)], 9, TrapCause.ILLEGAL),
+    ("acc on vpack before SRAM_RANGE", mem(0, 250, 8) + [E("vpack", a=2, b=0, acc=1)], 3,
+     TrapCause.ILLEGAL),
+    ("acc into a FOUT destination", mem(0, 0, 4) + stream(1, "out", 2, 4)
+     + [E("vmov", a=1, b=0, acc=1)], 5, TrapCause.OPERAND),
+    ("acc into a FIN destination", mem(0, 0, 4) + stream(1, "in", 1, 4)
+     + [E("vmov", a=1, b=0, acc=1)], 5, TrapCause.OPERAND),
+    ("acc with a memory operand b", mem(0, 0, 4) + mem(1, 8, 4) + mem(2, 16, 4)
+     + [E("vadd", a=2, b=0, c=1, acc=1)], 9, TrapCause.OPERAND),
+    ("acc with db out of range", mem(0, 0, 4) + mem(1, 254, 4) + mem(2, 16, 4)
+     + [E("vadd", a=2, b=0, c=1, acc=1)], 9, TrapCause.SRAM_RANGE),
 ]
 
 
@@ -741,6 +868,10 @@ MIXED = [
     [E("jal", a=15, imm14=4), E("addi", a=2, b=2, imm18=1), E("blt", a=2, b=1, imm14=0),
      E("halt"), E("addi", a=1, b=0, imm18=3), E("jr", b=15)],
     [E("halt")],
+    # accumulate into the destination: vdot4 with a register operand, a stride-0 vmov
+    mem(0, 0, 9) + mem(2, 20, 9) + mem(3, 39, 9, 0) + const(4, 0x01FF0203)
+    + [E("vdot4", a=2, b=0, d=4, bsc=1, acc=1), E("vmov", a=3, b=0, acc=1),
+       E("vreq", a=2, b=2, d=4, imm6=20, acc=1), E("halt")],
 ]
 
 

@@ -181,6 +181,10 @@ def test_disassemble_formats():
     assert disassemble(encode("vreq", a=1, b=2, d=3, imm6=7)) == "vreq d1, d2, r3, 7"
     assert disassemble(encode("vlut", a=1, b=2, c=3)) == "vlut d1, d2, d3"
     assert disassemble(encode("vpack", a=1, b=2)) == "vpack d1, d2"
+    # acc without red: accumulate into the destination (max without red is ignored).
+    assert disassemble(encode("vdot4", a=2, b=0, d=3, bsc=1, acc=1)) == "vdot4.acc d2, d0, r3"
+    assert disassemble(encode("vmov", a=1, b=0, acc=1, max=1)) == "vmov.acc d1, d0"
+    assert disassemble(encode("vreq", a=1, b=2, d=3, imm6=7, acc=1)) == "vreq.acc d1, d2, r3, 7"
 
 
 # Reference semantics, against plain Python integers ----------------------------------------------
