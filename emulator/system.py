@@ -130,7 +130,10 @@ class SystemResult:
     :class:`SystemCause`; ``engine_error`` (an :class:`EngineError`) and
     ``engine_error_index``, ``tx_error`` (a :class:`TxError`), ``delivery_error`` (a
     :class:`DeliveryError`): the blocks' causes; ``link``: {counter: value} for
-    :data:`LINK_COUNTERS`; ``backend``; ``seconds``: wall time of the run."""
+    :data:`LINK_COUNTERS`; ``backend``; ``seconds``: wall time of the run. Only the emulator
+    fills ``engine`` (the engine emulator's run result: issue cycles, counters) and
+    ``link_details`` (NACKs, dead lanes, the channels' fault counts, the sender's start and
+    done cycles); neither is compared by :meth:`same_as`."""
     status: str
     cycles: int
     events: dict
@@ -144,6 +147,8 @@ class SystemResult:
     link: dict = field(default_factory=dict)
     backend: str = "emulator"
     seconds: float = 0.0
+    engine: object = None
+    link_details: dict = field(default_factory=dict)
 
     @property
     def phase_cycles(self):
@@ -178,14 +183,20 @@ class SystemResult:
         return differ
 
 
-def run_system(image, max_cycles=10_000_000, stall_limit=200):
+def run_system(image, max_cycles=10_000_000, stall_limit=200, *, faults=None, seed=0,
+               watch=None):
     """Run ``image`` (a :class:`SystemImage`) on the emulators, cycle-exact to the RTL system
     top, and return a :class:`SystemResult`.
 
     The run stops when every core has halted (status "done") or one trapped ("trap"), when a
     phase fails ("error"), when in phase MESH ``stall_limit`` cycles in a row make no progress
     ("no progress": no core or router progress, no word read or sent by the delivery engine),
-    or after ``max_cycles`` system cycles ("cycle limit")."""
+    or after ``max_cycles`` system cycles ("cycle limit").
+
+    Beyond the RTL (emulator only): ``faults`` and ``seed`` give the link's channels seeded
+    faults (:func:`emulator.channel.make_channels`); a sender that then fails ends the run with
+    status "error", cause LINK, in the cycle its error is seen. ``watch(mesh)``, if given, is
+    called after every mesh cycle with the :class:`~emulator.MeshEmulator`."""
     if not isinstance(image, SystemImage):
         raise TypeError(f"image must be a SystemImage, not {image!r}")
     _check_int("max_cycles", max_cycles, 1, 1 << 31)
@@ -193,16 +204,19 @@ def run_system(image, max_cycles=10_000_000, stall_limit=200):
     clock = time.perf_counter()
     events = dict.fromkeys(EVENTS)
     mesh = MeshEmulator(image.program)
-    lk = LinkEmulator(image.link_config, tx_node=TX_NODE, rx_node=RX_NODE)
+    lk = LinkEmulator(image.link_config, faults=faults, seed=seed, tx_node=TX_NODE,
+                      rx_node=RX_NODE)
+    engine = PrefillEmulator(image.prefill_config, dram=image.dram, array="fast")
+    prefill = None
 
     def result(status, cycles, dram, **causes):
         return SystemResult(
             status=status, cycles=cycles, events=events, mesh=_mesh_result(mesh, events),
             dram=bytes(dram), link=_link_counters(lk),
-            seconds=time.perf_counter() - clock, **causes)
+            seconds=time.perf_counter() - clock, engine=prefill,
+            link_details=_link_details(lk), **causes)
 
     # PREFILL: cycles 0 .. P - 1; the engine's done is seen in P.
-    engine = PrefillEmulator(image.prefill_config, dram=image.dram, array="fast")
     try:
         prefill = engine.run(image.commands, max_cycles=max_cycles)
     except PrefillCycleLimit:
@@ -234,6 +248,10 @@ def run_system(image, max_cycles=10_000_000, stall_limit=200):
     while not lk.rx.done:
         if L0 + lk.cycle >= max_cycles:
             return result("cycle limit", max_cycles, prefill.dram)
+        if lk.tx.error != TxError.NONE:             # only with faults
+            events["end"] = L0 + lk.cycle
+            return result("error", L0 + lk.cycle, prefill.dram, error_cause=SystemCause.LINK,
+                          tx_error=lk.tx.error)
         step_link()
     R = L0 + lk.rx.done[0][0]
     events["rx_done"] = R
@@ -266,6 +284,8 @@ def run_system(image, max_cycles=10_000_000, stall_limit=200):
         step_link()
         if out.done and events["delivery_done"] is None:
             events["delivery_done"] = t
+        if watch is not None:
+            watch(mesh)
         credit[...] = False
         if step.edge_out_valid.any():
             idx = np.flatnonzero(step.edge_out_valid)
@@ -297,3 +317,12 @@ def _link_counters(lk):
     counters = {"sent": lk.tx.sent, "retransmits": lk.tx.retransmits,
                 "timeouts": lk.tx.timeouts, "accepted": lk.rx.accepted}
     return {name: counters[name] for name in LINK_COUNTERS}
+
+
+def _link_details(lk):
+    channels = {name: sum(getattr(ch, name) for ch in lk.forward + lk.reverse)
+                for name in ("dropped", "flipped", "duplicated", "reordered", "lost_dead")}
+    return {"nacks": lk.rx.nacks,
+            "lanes_dead": [lane for lane, dead in enumerate(lk.tx.lane_dead) if dead],
+            "start_cycle": lk.tx.start_cycle,
+            "done_cycle": lk.tx.done[0][0] if lk.tx.done else None, **channels}

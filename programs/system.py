@@ -44,21 +44,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from emulator import MeshEmulator
-from emulator.link import LinkEmulator, LinkStalled
-from emulator.mesh_delivery import DeliveryCommand, DeliveryModel, run_delivery
+from emulator.mesh_delivery import DeliveryCommand
+from emulator.system import SystemImage, run_system
 from mesh import MeshConfig
 from mesh.link import LinkConfig
 
 from .mesh_decode import MeshDecoder
-from .prefill_compiler import DEFAULT_CONFIG, compile_prefill, run_prefill
+from .prefill_compiler import DEFAULT_CONFIG, _phase_cycles, compile_prefill, run_prefill
 from .transformer import task
 from .transformer.model import IntModel, KVCache
 
 __all__ = ["SystemRun", "SystemFailure", "run_disaggregated", "BACKENDS",
            "SingleEngineRun", "run_single_engine"]
 
-BACKENDS = ("emulator",)
+BACKENDS = ("emulator", "verilator")
 
 _MODEL = None
 _DECODERS = {}
@@ -98,7 +97,11 @@ class SystemRun:
     of ``IntModel.generate_int``; ``exact``: equal; ``correct``: the answer is right
     (:func:`programs.transformer.task.check`). ``prefill``, ``link``, ``delivery``, ``decode``:
     per-phase dicts (cycles and counters, see :meth:`report`); ``ttft``: time to first token
-    split by phase; ``total_cycles``: every phase's cycles summed."""
+    split by phase; ``total_cycles``: every phase's cycles summed, which is
+    ``system_cycles``, the system run's cycle count (docs/ARCHITECTURE.md section 13: the link
+    phase here is the stage into the sender's memory and the link); ``rtl``: None, or the RTL
+    run's backend, cycles and wall seconds when it ran too (it is checked equal to the
+    emulator's in every phase cycle, SRAM, counter and the DRAM)."""
     prompt: str
     mesh: str
     backend: str
@@ -110,6 +113,8 @@ class SystemRun:
     decode: dict
     ttft: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
+    system_cycles: int = 0
+    rtl: dict = None
 
     @property
     def text(self):
@@ -156,6 +161,8 @@ class SystemRun:
                 "decode": self.decode,
             },
             "sequential": True,
+            "system_cycles": self.system_cycles,
+            "rtl": self.rtl,
             "ttft": {**self.ttft, "us": us(self.ttft["cycles"])},
             "total_cycles": self.total_cycles,
             "total_us": us(self.total_cycles),
@@ -221,11 +228,17 @@ def run_disaggregated(prompt, mesh="4x4", prefill_config=None, link_config=None,
     ``mesh``: "WxH" or a :class:`MeshConfig`; ``prefill_config``: a
     :class:`mesh.prefill.PrefillConfig` (default :data:`DEFAULT_CONFIG`); ``link_config``: a
     :class:`LinkConfig` (default ``LinkConfig()``); ``faults``, ``seed``: the link channels'
-    (:func:`emulator.channel.make_channels`); ``backend``: "emulator". ``progress(phase, cycle)`` is called as phases start and during the
-    mesh runs."""
+    (:func:`emulator.channel.make_channels`; the emulator only: the RTL's channels are
+    fault-free); ``backend``: "emulator", or "verilator" to run the same system image on the
+    RTL system top too (standalone Verilator; the first run builds it, minutes) and check it
+    equal to the emulator's run. ``progress(phase, cycle)`` is called as phases start and
+    during the mesh run."""
     if backend not in BACKENDS:
-        raise ValueError(f"the disaggregated system runs on the emulator only (backend "
-                         f"{backend!r}: there is no RTL system top)")
+        raise ValueError(f"the disaggregated system runs on {' or '.join(BACKENDS)}, not "
+                         f"{backend!r}")
+    if backend != "emulator" and faults is not None:
+        raise ValueError("link faults are modelled on the emulator only (the RTL system's "
+                         "channels are fault-free)")
     model = _default_model() if model is None else model
     tokens = task.tokenize(prompt)
     task.parse_prompt(prompt)
@@ -240,103 +253,121 @@ def run_disaggregated(prompt, mesh="4x4", prefill_config=None, link_config=None,
     seconds = {}
     lap = _laps(seconds)
 
-    # 1. Prefill on the engine: K, V and the token land in its DRAM as the KV message.
-    _phase(progress, "prefill")
-    kv_message = decoder.kv_message(len(tokens), prefill_config.n, budget - 1, task.END)
-    plan, pre, prefill = _prefill(model, tokens, prefill_config, kv_message)
-    first = prefill["first_token"]
-    lap("prefill")
-    generated = [first]
-    link = {"cycles": 0}
-    delivery = {"cycles": 0}
-    decode = {"cycles": 0, "steps": 0, "token_cycles": [], "step_cycles": [],
-              "cycles_per_token": 0}
-    if first != task.END and budget > 1:
-        # 2. The link: the message, as the engine's DRAM holds it.
-        message = plan.kv_message.message(pre.dram)
-        if message.size > link_config.buffer_words:
-            raise ValueError(f"the {message.size}-word message does not fit the link's "
-                             f"{link_config.buffer_words}-word receive buffer")
-        _phase(progress, "link")
-        lk = LinkEmulator(link_config, faults=faults, seed=seed)
-        try:
-            sent = lk.send(message)
-        except LinkStalled as error:
-            raise SystemFailure(f"the link did not deliver the KV message: {error}") from None
-        if not sent.ok:
-            raise SystemFailure(f"the link did not deliver the KV message: "
-                                f"{sent.error.name} {sent.error_message}")
-        if not np.array_equal(sent.words, message):
-            raise SystemFailure("the link's receive buffer differs from the message sent")
-        link = {"cycles": sent.rx_done_cycle - sent.start_cycle,
-                "sender_done_cycles": sent.done_cycle - sent.start_cycle,
-                "message_words": int(message.size), "message_bytes": 4 * int(message.size),
-                "prompt_kv_bytes": 2 * len(model.layers) * len(tokens)
-                * model.config["d_model"],
-                "words_per_tile": plan.kv_message.words, "lanes": link_config.lanes,
-                "lane_width": link_config.lane_width, "latency": link_config.latency,
-                "packets": sent.sent, "retransmits": sent.retransmits,
-                "timeouts": sent.timeouts, "nacks": sent.nacks_sent,
-                "lanes_dead": sent.lanes_dead, "channel_drops": sent.channels["dropped"],
-                "channel_lost_dead": sent.channels["lost_dead"],
-                "goodput": round(sent.goodput, 4), "seed": seed}
-        lap("link")
+    # The system's image: the engine stores K, V and the token as the KV message into its DRAM;
+    # the mesh program receives it, then decodes.
+    message = decoder.kv_message(len(tokens), prefill_config.n, budget - 1, task.END)
+    plan = compile_prefill(model, tokens, prefill_config, kv_message=message)
+    message = plan.kv_message
+    if message.total_words > min(link_config.buffer_words, link_config.source_words):
+        raise ValueError(f"the {message.total_words}-word KV message does not fit the link's "
+                         f"{min(link_config.buffer_words, link_config.source_words)}-word "
+                         f"buffers")
+    image = SystemImage(prefill_config, tuple(plan.commands), plan.dram, link_config,
+                        message.base, message.total_words,
+                        DeliveryCommand(**decoder.delivery_command(message)), decoder.base,
+                        name=f"disaggregated-{config.shape}")
+    lap("compile")
 
-        # 3. One mesh run: the delivery of the message into the mesh's west edge while every
-        # core takes its words, then the decode loop until END or the budget.
-        _phase(progress, "delivery", 0)
-        emu = MeshEmulator(decoder.base)
-        se = config.tile_index(config.width - 1, config.height - 1)
-        outn = decoder.plan.cores[(config.width - 1, config.height - 1)].addr("outn")
-        sram = emu.cores.sram
-        token_cycles = []
+    se = config.tile_index(config.width - 1, config.height - 1)
+    outn = decoder.plan.cores[(config.width - 1, config.height - 1)].addr("outn")
+    token_cycles = []                 # mesh cycles at which each decoded token is stored
 
-        def watch(cycle):
-            if sram[se, outn] > len(token_cycles):
-                token_cycles.append(cycle)
-                _phase(progress, f"decode: token {len(token_cycles) + 1}", cycle)
-            elif cycle % 500 == 0:
-                _phase(progress, "decode", cycle)
+    def watch(emu):
+        if emu.cores.sram[se, outn] > len(token_cycles):
+            token_cycles.append(emu.cycle)
+            _phase(progress, f"decode: token {len(token_cycles) + 1}", emu.cycle)
+        elif emu.cycle % 500 == 0:
+            _phase(progress, "mesh", emu.cycle)
 
-        command = DeliveryCommand(**decoder.delivery_command(plan.kv_message))
-        dr = run_delivery(emu, DeliveryModel(config, lk.rx.buffer), command,
-                          max_cycles=5_000_000, watch=watch)
-        result = dr.result
-        delivered = dr.done_cycle + 1           # the mesh run starts in cycle 0
-        delivery = {"cycles": delivered, "words": int(message.size),
-                    "words_per_tile": plan.kv_message.words, "color": command.color}
-        mesh_tokens = decoder.tokens(result)
-        if len(token_cycles) != len(mesh_tokens):
-            raise AssertionError("the decode token count and the cycles seen differ")
-        token_cycles = [c - delivered for c in token_cycles]
-        generated += mesh_tokens
-        dims = decoder.dims
-        useful = dims.macs_per_token * len(mesh_tokens)
-        counters = {name: int(result.counter(name).sum())
-                    for name in ("instructions", "macs", "stall_in", "stall_out",
-                                 "wavelets_out")}
-        cycles = dr.cycles - delivered
-        step_cycles = np.diff([0] + token_cycles).tolist()
-        decode = {"cycles": cycles, "steps": len(mesh_tokens),
-                  "token_cycles": token_cycles, "step_cycles": step_cycles,
-                  "cycles_per_token": round(cycles / len(mesh_tokens), 1),
-                  "weight_macs": useful,
-                  "mac_utilization": round(useful / (4 * config.tiles * cycles), 4),
-                  "counted_mac_utilization": round(counters["macs"]
-                                                   / (4 * config.tiles * dr.cycles), 4),
-                  "fabric_wait_share": round((counters["stall_in"] + counters["stall_out"])
-                                             / int(result.counter("cycles").sum()), 4),
-                  "counters": counters}
-        lap("mesh")
+    _phase(progress, "prefill, link and mesh (emulator)")
+    run = run_system(image, faults=faults, seed=seed, watch=watch)
+    lap("emulator")
+    if run.status == "error":
+        raise SystemFailure(f"the system stopped with {run.error_cause.name}: "
+                            + (f"the link did not deliver the KV message ({run.tx_error.name})"
+                               if run.tx_error else "see its counters"))
+    if run.status != "done":
+        raise SystemFailure(f"the system run ended with {run.status} after {run.cycles} "
+                            f"cycles")
+    rtl = None
+    if backend == "verilator":
+        from wafer.verilator_system import run_system_verilator
+        _phase(progress, "the same system on the RTL (Verilator)")
+        rtl = run_system_verilator(image)
+        differ = rtl.same_as(run)
+        if differ:
+            raise SystemFailure("the RTL and the emulator differ: " + "; ".join(differ[:3]))
+        lap("verilator")
+    return _report(prompt, config, backend, decoder, plan, image, run, token_cycles, reference,
+                   seconds, rtl)
 
-    first_step = decode["token_cycles"][0] if decode["token_cycles"] else 0
-    ttft = {"prefill": prefill["cycles"], "link": link["cycles"],
-            "delivery": delivery["cycles"], "first_decode_step": first_step}
+
+def _report(prompt, config, backend, decoder, plan, image, run, token_cycles, reference,
+            seconds, rtl):
+    """The :class:`SystemRun` of a finished system run (the phases split at its events)."""
+    ev, message, pcfg, lcfg = run.events, plan.kv_message, plan.config, image.link_config
+    first = message.read_token(run.dram)
+    engine = run.engine
+    n, macs = pcfg.n, int(engine.counters.get("macs", 0))
+    P = ev["prefill_end"] + 1                       # through the cycle its done is seen
+    prefill = {"cycles": P, "engine_cycles": engine.cycles, "prompt_tokens": len(plan.tokens),
+               "first_token": first,
+               "phase_cycles": _phase_cycles(plan, engine.issue, engine.cycles),
+               "dma_bytes": plan.dma_bytes,
+               "dram_bytes_per_cycle": round(plan.dma_bytes / engine.cycles, 3),
+               "array": f"{n}x{n}", "macs": macs,
+               "array_utilization": round(macs / (engine.cycles * n * n), 4)}
+    details = run.link_details
+    link_cycles = ev["mesh_start"] - ev["link_start"]
+    link = {"cycles": ev["mesh_start"] - ev["stage_start"],
+            "stage_cycles": ev["link_start"] - ev["stage_start"], "link_cycles": link_cycles,
+            "sender_done_cycles": (ev["tx_done"] - ev["link_start"]
+                                   if ev["tx_done"] is not None else None),
+            "message_words": message.total_words, "message_bytes": message.total_bytes,
+            "prompt_kv_bytes": 2 * message.n_layers * message.prompt_tokens
+            * message.d_model,
+            "words_per_tile": message.words, "lanes": lcfg.lanes,
+            "lane_width": lcfg.lane_width, "latency": lcfg.latency,
+            "packets": run.link["sent"], "retransmits": run.link["retransmits"],
+            "timeouts": run.link["timeouts"], "nacks": details["nacks"],
+            "lanes_dead": details["lanes_dead"], "channel_drops": details["dropped"],
+            "channel_lost_dead": details["lost_dead"],
+            "goodput": round(message.total_bytes * 8 / link_cycles / lcfg.line_rate, 4)}
+    mesh = run.mesh
+    delivered = ev["delivery_done"] + 1 - ev["mesh_start"]   # mesh cycles
+    delivery = {"cycles": delivered, "words": message.total_words,
+                "words_per_tile": message.words, "color": decoder.receive[0]}
+    mesh_tokens = decoder.tokens(mesh)
+    if len(token_cycles) != len(mesh_tokens):
+        raise AssertionError("the decode token count and the cycles seen differ")
+    token_cycles = [c - delivered for c in token_cycles]
+    cycles = mesh.cycles - delivered
+    counters = {name: int(mesh.counter(name).sum())
+                for name in ("instructions", "macs", "stall_in", "stall_out", "wavelets_out")}
+    useful = decoder.dims.macs_per_token * len(mesh_tokens)
+    decode = {"cycles": cycles, "steps": len(mesh_tokens), "token_cycles": token_cycles,
+              "step_cycles": np.diff([0] + token_cycles).tolist(),
+              "cycles_per_token": round(cycles / len(mesh_tokens), 1) if mesh_tokens else 0,
+              "weight_macs": useful,
+              "mac_utilization": round(useful / (4 * config.tiles * cycles), 4) if cycles
+              else 0.0,
+              "counted_mac_utilization": round(counters["macs"]
+                                               / (4 * config.tiles * mesh.cycles), 4),
+              "fabric_wait_share": round((counters["stall_in"] + counters["stall_out"])
+                                         / int(mesh.counter("cycles").sum()), 4),
+              "counters": counters}
+    ttft = {"prefill": P, "link": link["cycles"], "delivery": delivered,
+            "first_decode_step": token_cycles[0] if token_cycles else 0}
     ttft["cycles"] = sum(ttft.values())
-    ttft["first_token_on_engine"] = prefill["cycles"]
-    return SystemRun(prompt=prompt, mesh=config.shape, backend=backend, tokens=generated,
-                     reference=reference, prefill=prefill, link=link, delivery=delivery,
-                     decode=decode, ttft=ttft, seconds=seconds)
+    ttft["first_token_on_engine"] = P
+    verified = None
+    if rtl is not None:
+        verified = {"backend": rtl.backend, "cycles": rtl.cycles,
+                    "equal_to_emulator": True, "seconds": round(rtl.seconds, 3)}
+    return SystemRun(prompt=prompt, mesh=config.shape, backend=backend,
+                     tokens=[first] + mesh_tokens, reference=reference, prefill=prefill,
+                     link=link, delivery=delivery, decode=decode, ttft=ttft, seconds=seconds,
+                     system_cycles=run.cycles, rtl=verified)
 
 
 # One engine alone ---------------------------------------------------------------------------------

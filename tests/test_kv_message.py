@@ -80,29 +80,43 @@ def test_prefill_stores_kv_and_token_into_the_message(model):
     assert run.cycles > plain.cycles
 
 
+def deliver(model, config, prompt, steps, watch=None, token=None):
+    """(decoder, mesh result) of the prompt's KV message, from the prefill engine's DRAM,
+    delivered into ``config``'s mesh running the receiving decoder (``token``: replaces the
+    engine's token in the message)."""
+    dec = MeshDecoder(model, config, receive_token_words=2)
+    tokens = task.tokenize(prompt)
+    plan = compile_prefill(model, tokens, kv_message=dec.kv_message(len(tokens), 8, steps,
+                                                                      task.END))
+    words = plan.kv_message.message(run_prefill(plan).dram)
+    if token is not None:
+        tiles = words.reshape(config.tiles, plan.kv_message.words)
+        tiles[:, :2] = token * 0x01010101
+    emu = MeshEmulator(dec.base)
+    buffer = np.zeros(4096, dtype=np.uint32)
+    buffer[:words.size] = words
+    command = DeliveryCommand(**dec.delivery_command(plan.kv_message))
+    run = run_delivery(emu, DeliveryModel(config, buffer), command,
+                       watch=None if watch is None else lambda _: watch(emu))
+    return dec, run.result
+
+
 def test_receive_prelude_leaves_the_state_the_host_would_load(model):
     """Delivered into a 4x4 mesh running the decoder's program, the message leaves every
     core's SRAM, when it reaches the decode loop, as the host-loaded program's image (the
     step state and the K and V cache), but for layer 0's scratch buffers."""
     config = MeshConfig(4, 4)
     prompt = "305+8="
-    dec = MeshDecoder(model, config, receive_token_words=2)
-    tokens = task.tokenize(prompt)
-    plan = compile_prefill(model, tokens, kv_message=dec.kv_message(len(tokens), 8, 4,
-                                                                      task.END))
-    words = plan.kv_message.message(run_prefill(plan).dram)
-    emu = MeshEmulator(dec.base)
-    loop = np.array([next(s for s, _, p in dec.phase_marks[config.tile_xy(t)] if p == "embed")
-                     for t in range(config.tiles)])
     reached = {}
-    buffer = np.zeros(4096, dtype=np.uint32)
-    buffer[:words.size] = words
+    loop = None
 
-    def watch(_):
+    def watch(emu):
         for t in np.flatnonzero(emu.cores.pc == loop):
             reached.setdefault(int(t), emu.cores.sram[t].copy())
-    command = DeliveryCommand(**dec.delivery_command(plan.kv_message))
-    run_delivery(emu, DeliveryModel(config, buffer), command, watch=watch)
+    probe = MeshDecoder(model, config, receive_token_words=2)
+    loop = np.array([next(s for s, _, p in probe.phase_marks[config.tile_xy(t)]
+                          if p == "embed") for t in range(config.tiles)])
+    dec, _ = deliver(model, config, prompt, 4, watch)
     _, cache, first = prefill(model, prompt)
     want = MeshDecoder(model, config).program(cache, first, steps=4, end=task.END).sram()
     for t in range(config.tiles):
@@ -111,6 +125,18 @@ def test_receive_prelude_leaves_the_state_the_host_would_load(model):
                    for k in range(cp.size(name))]
         differ = set(np.flatnonzero(reached[t] != want[t]).tolist())
         assert differ <= set(scratch), (config.tile_xy(t), sorted(differ - set(scratch))[:5])
+
+
+@pytest.mark.parametrize("steps, token", [(0, None), (3, task.END)])
+def test_nothing_to_decode_halts_after_the_delivery(model, steps, token):
+    """No decode steps, or the engine's token already END: every core halts once its words
+    are in, no token decoded."""
+    config = MeshConfig(4, 4)
+    dec, result = deliver(model, config, "1+2=", steps, token=token)
+    assert dec.tokens(result) == [] and result.halted.all()
+    pos = [int(result.sram[config.tile_index(x, y), cp.addr("pos")])
+           for (x, y), cp in dec.plan.cores.items()]
+    assert pos == [4] * config.tiles                   # no step ran (a step moves pos on)
 
 
 def test_a_decoder_for_the_message_needs_a_free_color(model):

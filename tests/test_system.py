@@ -8,7 +8,6 @@ Each full run takes several seconds on the emulators, so every test here runs on
 import json
 
 import pytest
-from rich.console import Console
 
 from emulator.channel import FaultConfig
 from mesh import MeshConfig
@@ -17,7 +16,6 @@ from programs import system
 from programs.transformer import task
 from programs.transformer.model import IntModel
 from wafer.cli import main
-from wafer.system_demo import render
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +121,8 @@ def _fake_run(tokens, reference):
     prefill = {"cycles": 100, "prompt_tokens": 8, "first_token": tokens[0], "phase_cycles": {},
                "dma_bytes": 10, "dram_bytes_per_cycle": 0.1, "array": "8x8", "macs": 1,
                "array_utilization": 0.5}
-    link = {"cycles": 10, "sender_done_cycles": 12, "message_words": 16, "message_bytes": 64,
+    link = {"cycles": 10, "stage_cycles": 3, "link_cycles": 7, "sender_done_cycles": 12,
+            "message_words": 16, "message_bytes": 64,
             "prompt_kv_bytes": 32,
             "words_per_tile": 1, "lanes": 4, "lane_width": 32, "latency": 20, "packets": 1,
             "retransmits": 0, "timeouts": 0, "nacks": 0, "lanes_dead": [], "channel_drops": 0,
@@ -162,7 +161,8 @@ def test_a_link_failure_exits_1(monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["run", "--backend", "verilator"], "runs on the emulator only, not on verilator"),
+    (["run", "--backend", "amaranth"], "runs on the emulator or on verilator"),
+    (["run", "--backend", "verilator", "--drop", "0.1"], "faults are modelled on the emulator"),
     (["run", "--prompt", "12+"], "--prompt: '12+' is not a prompt"),
     (["run", "--mesh", "3x3"], "the model does not tile onto the 3x3 mesh"),
     (["run", "--mesh", "4by4"], "mesh shape '4by4' is not of the form WxH"),
@@ -180,31 +180,11 @@ def test_usage_errors_exit_2_with_one_line(argv, message, capsys):
     assert message in err and err.count("\n") == 1
 
 
-def test_backend_other_than_the_emulator_is_refused():
-    with pytest.raises(ValueError, match="emulator only"):
-        system.run_disaggregated("1+2=", backend="verilator")
-
-
-def test_a_first_token_of_END_needs_no_transfer_or_decode(model, monkeypatch):
-    """Had the engine's argmax given END, the answer would be complete after the prefill:
-    nothing is sent and the mesh does not run (the reference then differs: not exact)."""
-    real = system.run_prefill
-
-    def ends(plan, backend):
-        run = real(plan, backend)
-        run.outputs["token"] = task.END
-        return run
-    monkeypatch.setattr(system, "run_prefill", ends)
-    run = system.run_disaggregated("1+2=", model=model)
-    assert run.tokens == [task.END] and not run.exact
-    assert run.transfer_cycles == 0 and run.decode["cycles"] == 0
-    assert run.total_cycles == run.prefill["cycles"] == run.ttft["cycles"]
-    r = run.report()
-    assert r["tokens_per_second"]["decode"] is None and r["answer"] == ""
-    console = Console(record=True, width=120)
-    render(console, r)
-    text = console.export_text()
-    assert "MISMATCH" in text and "│ link" not in text and "│ total" in text
+def test_backends_and_faults_refused():
+    with pytest.raises(ValueError, match="runs on emulator or verilator, not 'amaranth'"):
+        system.run_disaggregated("1+2=", backend="amaranth")
+    with pytest.raises(ValueError, match="faults are modelled on the emulator only"):
+        system.run_disaggregated("1+2=", backend="verilator", faults=FaultConfig(drop=0.1))
 
 
 def test_a_link_that_loses_everything_is_a_system_failure(model, monkeypatch):
@@ -244,3 +224,18 @@ def test_single_engine_prefill_and_decode_steps_equal_the_reference(model, monke
     assert r["single_engine"]["phases"]["decode"]["step_cycles"] == dec["step_cycles"]
     one.tokens = [2, 8, 6, task.END]
     assert main(["run", "--compare"]) == 1
+
+
+def test_4x4_on_the_rtl_system_top_equals_the_emulator_and_the_reference(model):
+    """The same system image on the RTL system top (standalone Verilator; the build takes a
+    minute or more): every phase cycle, mesh SRAM and counter, link counter and the DRAM equal
+    the emulator's (run_disaggregated raises SystemFailure otherwise), and the tokens are the
+    integer reference's."""
+    from sim_tests.simulators import require_simulator
+
+    require_simulator("verilator")
+    run = system.run_disaggregated("123+459=", "4x4", backend="verilator", model=model)
+    assert run.tokens == model.generate_int("123+459=") == [2, 8, 5, task.END]
+    assert run.rtl["equal_to_emulator"] and run.rtl["cycles"] == run.system_cycles \
+        == run.total_cycles
+    check_phases(run)

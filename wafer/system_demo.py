@@ -33,10 +33,14 @@ def _check(args):
             option = "--" + name.replace("_", "-")
             raise ConfigError(f"{option} applies to wafer run PROGRAM, not to the "
                               f"disaggregated demo (wafer run without PROGRAM)")
-    if args.backend != "emulator":
-        raise ConfigError(f"the disaggregated demo runs on the emulator only, not on "
-                          f"{args.backend}: the engine, link and mesh RTL exist apart, but "
-                          f"there is no system top joining them")
+    if args.backend not in ("emulator", "verilator"):
+        raise ConfigError(f"the disaggregated demo runs on the emulator or on verilator (the "
+                          f"RTL system top, checked equal to the emulator), not on "
+                          f"{args.backend}: a whole run is far too slow for the Amaranth "
+                          f"simulator")
+    if args.backend != "emulator" and args.drop:
+        raise ConfigError("--drop: link faults are modelled on the emulator only (the RTL "
+                          "system's channels are fault-free)")
     try:
         task.parse_prompt(args.prompt)
     except ValueError as error:
@@ -131,7 +135,8 @@ def render(console, data):
                   f"{pre['prompt_tokens']} prompt tokens; first token {pre['first_token']}")
     if link["cycles"]:
         table.add_row("link", _n(link["cycles"]), us(link["cycles"]),
-                      f"{_n(link['message_bytes'])} B: decode state + KV cache")
+                      f"{_n(link['message_bytes'])} B: decode state + the prompt's KV "
+                      f"(stage {_n(link['stage_cycles'])} + link {_n(link['link_cycles'])})")
         table.add_row("delivery", _n(dl["cycles"]), us(dl["cycles"]),
                       f"{_n(dl['words'])} words into the SRAMs")
         table.add_row("decode", _n(dec["cycles"]), us(dec["cycles"]),
@@ -139,6 +144,12 @@ def render(console, data):
     table.add_row("total", _n(data["total_cycles"]), us(data["total_cycles"]), "end to end",
                   style="bold")
     console.print(table)
+    if data.get("rtl"):
+        rtl = data["rtl"]
+        console.print(f"RTL: the same system image on {rtl['backend']} (the system top, "
+                      f"{_n(rtl['cycles'])} cycles) equals the emulator's run in every phase "
+                      f"cycle, mesh SRAM and counter, link counter and the DRAM "
+                      f"({rtl['seconds']:.1f} s)", style="green", highlight=False)
     t = data["ttft"]
     console.print(f"time to first token: {_n(t['cycles'])} cycles = {t['us']:,.3f} us at "
                   f"{mhz:g} MHz (prefill {_n(t['prefill'])} + link {_n(t['link'])} + delivery "

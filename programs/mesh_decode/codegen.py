@@ -798,7 +798,8 @@ class CoreGen:
         discards x N of them in all, then stores its token (the low byte of its token words),
         the host's header words (steps, pos, phase, nloc, end; S in r3), K (S slots, straight
         into each layer's K cache) and V (slot by slot: unpacked to one int32 per dim in qkvb,
-        then :meth:`store_v`), and discards the words of the tiles east of it."""
+        then :meth:`store_v`), and discards the words of the tiles east of it. With no steps
+        to run, or a token that is the end token, it goes straight to the halt."""
         from programs.kv_message import HEADER_FIELDS
         c, e, geo = self.c, self.e, self.geo
         color, tw, header = self.receive
@@ -859,6 +860,12 @@ class CoreGen:
         c.mul(4, 4, 2)
         discard(("r", 4))
         self.layer = None
+        # nothing to decode: no steps, or the engine's token already ends the answer
+        self.ld(1, "steps")
+        e.branch("beq", 1, 0, "finished")
+        self.ld(1, "token")
+        self.ld(2, "end")
+        e.branch("beq", 1, 2, "finished")
 
     # Subroutines: r1 = recip(r1, 30) / rsqrt(r1, 30) as mesh.numerics defines them -----------------
 
