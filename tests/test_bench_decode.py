@@ -1,7 +1,8 @@
 """Quick checks of the decode bandwidth benchmark (``wafer bench decode``): the QUICK sweep's
 report and its fields, the mesh's cycles equal to the decoder's exact cycles, the baseline's
 equal to ``baseline_cycles``, the speedup and roofline columns computed from those, the PNG
-plot, a refused mesh reported, and the command line."""
+plot, a refused mesh reported, the weak-scaling model's shape, ``--sram-words`` and the command
+line."""
 
 import json
 from dataclasses import replace
@@ -10,7 +11,7 @@ import pytest
 
 from mesh import MeshConfig
 from programs.decode_baseline import DEFAULT_CONFIG, baseline_cycles
-from programs.mesh_decode import MeshDecoder, prefill
+from programs.mesh_decode import MeshDecoder, ModelDims, PlacementError, plan, prefill
 from programs.transformer import task
 from programs.transformer.model import IntModel
 from wafer.bench_decode import QUICK, DecodeSweep, plot_decode, run_decode_sweep, \
@@ -29,6 +30,7 @@ def _point(report, scaling, mesh):
 
 def test_report_fields(report):
     assert report["benchmark"] == "decode"
+    assert report["sram_words"] == 4096 and report["sram_bytes_per_core"] == 16384
     assert report["dram_bandwidth"] == 1 and report["bandwidths"] == [1, 8]
     assert "H100" in report["dram_bandwidth_source"]
     assert report["balance_matched_bandwidth"] == pytest.approx(128 * 3.35 / 989)
@@ -36,7 +38,7 @@ def test_report_fields(report):
                                                                        ("weak", "4x4")]
     for p in report["points"]:
         assert p["fits"] and p["cores"] == 16 and p["sram_bandwidth"] == 16 * 8
-        assert p["sram_bytes"] == 16 * 4096 * 4
+        assert p["sram_words"] == 4096 and p["sram_bytes"] == 16 * 4096 * 4
         assert p["weight_share"] == p["weight_bytes"] / p["sram_bytes"]
         m = p["mesh_decode"]
         assert {"cycles", "cycles_per_token", "mac_utilization", "fabric_wait_share",
@@ -46,11 +48,10 @@ def test_report_fields(report):
         assert m["roofline_share"] == m["roofline"] / m["cycles"]
         assert sorted(p["baseline"]) == ["1", "8"]
     weak = _point(report, "weak", "4x4")
-    assert 0.4 < weak["weight_share"] <= 0.5
     assert (weak["model"]["d_model"], weak["model"]["d_ff"]) == weak_model_dims(
         MeshConfig.parse_shape("4x4"), 0.5)
     [t] = report["ttft"]
-    assert t["mesh"] == "4x4" and t["tokens"] >= 2
+    assert t["mesh"] == "4x4" and t["sram_words"] == 4096 and t["tokens"] >= 2
     d, s = t["disaggregated"], t["single_engine"]
     assert d["ttft"] == d["prefill"] + d["transfer"] + d["first_decode_step"]
     assert d["transfer"] == d["link"] + d["delivery"] > 0
@@ -110,11 +111,80 @@ def test_cli_tables_json_plot_and_a_refused_mesh(tmp_path, capsys):
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
+def _weak(d, f):
+    return ModelDims(d, 4, d // 4, f, 2, 13, 16, 2)
+
+
+def _places(config, d, f):
+    try:
+        plan(_weak(d, f), config, False)
+        return True
+    except (PlacementError, ValueError):
+        return False
+
+
+@pytest.mark.parametrize("shape, share", [("4x4", 0.2), ("4x4", 0.5), ("8x8", 0.5),
+                                          ("4x4", 0.95), ("8x8", 0.95)])
+def test_weak_model_dims_the_smallest_at_or_above_the_share_that_places_else_below(shape,
+                                                                                    share):
+    config = MeshConfig.parse_shape(shape)
+    total = config.tiles * config.sram_words * 4
+    d, f = weak_model_dims(config, share)
+    weights = _weak(d, f).weight_bytes
+    assert d % 32 == f % 32 == 0 and 2 * d <= f <= 4 * d and _places(config, d, f)
+    # every candidate (d_model, d_ff multiples of 32, 2 d <= f <= 4 d) within the SRAM
+    candidates = [(d2, f2, _weak(d2, f2).weight_bytes) for d2 in range(32, 1025, 32)
+                  for f2 in range(2 * d2, 4 * d2 + 1, 32)
+                  if _weak(d2, f2).weight_bytes <= total]
+    reachable = any(_places(config, d2, f2) for d2, f2, w in candidates if w >= share * total)
+    assert (weights >= share * total) == reachable
+    if reachable:
+        # none with fewer weight bytes at or above the share places
+        assert not any(_places(config, d2, f2) for d2, f2, w in candidates
+                       if share * total <= w < weights)
+    else:
+        # the fallback: none larger below the share places either
+        assert not any(_places(config, d2, f2) for d2, f2, w in candidates if w > weights)
+    if share == 0.2:        # the tiny model's shape (d 64, f 128) alone is 25% of 4x4's SRAM
+        assert reachable
+    if share == 0.95:       # the KV cache, tables and buffers need room too
+        assert not reachable
+
+
+def test_weak_model_dims_grow_with_the_sram_per_core():
+    small = weak_model_dims(MeshConfig.parse_shape("8x8"), 0.5)
+    large = weak_model_dims(MeshConfig.parse_shape("8x8", sram_words=12288), 0.5)
+    assert _weak(*large).weight_bytes > 2 * _weak(*small).weight_bytes
+
+
+def test_sram_words_sets_every_mesh_of_the_sweep(monkeypatch, tmp_path):
+    seen = []
+    import wafer.bench_decode as bench
+
+    def point(sweep, scaling, shape, model_of):
+        seen.append(sweep.mesh(shape))
+        return {"scaling": scaling, "mesh": shape, "fits": False, "refused": "not run"}
+
+    monkeypatch.setattr(bench, "_point", point)
+    out = tmp_path / "d.json"
+    assert main(["bench", "decode", "--strong", "2x2", "--weak", "4x4", "--ttft", "none",
+                 "--sram-words", "12288", "--json", str(out), "--plot", "none"]) == 0
+    assert [(c.shape, c.sram_words) for c in seen] == [("2x2", 12288), ("4x4", 12288)]
+    data = json.loads(out.read_text())
+    assert data["sram_words"] == 12288 and data["sram_bytes_per_core"] == 48 * 1024
+    assert DecodeSweep(sram_words=12288).mesh("8x8") == MeshConfig(8, 8, sram_words=12288)
+    assert DecodeSweep().sram_words == MeshConfig().sram_words == 4096
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--strong", "3y3"], "--strong"),
     (["--bandwidths", "0"], "--bandwidths"),
+    (["--sram-words", "100"], "--sram-words: sram_words must be from 256 to 12288, not 100"),
+    (["--sram-words", "12289"], "--sram-words: sram_words must be from 256 to 12288"),
+    (["--sram-words", "x"], "--sram-words: 'x' is not an integer"),
     (["--strong", "none", "--weak", "none", "--ttft", "none"], "nothing to run"),
 ])
 def test_bad_options_are_usage_errors(argv, message, capsys):
     assert main(["bench", "decode", *argv, "--plot", "none", "--json", "-"]) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1

@@ -8,12 +8,20 @@ compiler's timing model, exact against the emulator).
 d_ff 128, 2 layers, 66,368 weight bytes) on every mesh size; a size the compiler refuses is
 listed with its reason. *Weak scaling*: per mesh, a :func:`programs.mesh_decode.random_int_model`
 (4 heads, 2 layers, vocab 13, context 16) with d_model (a multiple of 32) and d_ff (a multiple
-of 32) chosen to fill the largest share of the mesh's total SRAM that is at most ``share``
-(default 50%) and still places (the compiler also needs room for the KV cache, tables and
-buffers: the layouts decoded here do not reach 50% exactly; the share reached is reported).
+of 32, 2 d_model <= d_ff <= 4 d_model: a transformer's usual MLP ratio) whose weights are at
+least ``share`` (default 50%) of the mesh's total SRAM, the smallest such model that the
+compiler places; if none at or above the share places (the compiler also needs room for the KV
+cache, tables and buffers), the largest below it that places. The share reached is reported.
 The weak models' meshes are compiled without the traced intermediates
 (``keep_intermediates=False``), which leaves more room for weights. Every mesh run's token is
 checked against the integer reference (:func:`programs.mesh_decode.decode_trace`).
+
+**SRAM per core.** Every mesh of the sweep (strong, weak and time to first token) has
+``sram_words`` 32-bit words of data SRAM per core (``--sram-words``; default 4096 words =
+16 KiB, :class:`mesh.MeshConfig`'s default). 12288 words (48 KiB) is the real Cerebras WSE-3's
+per-core SRAM (44 GB of on-chip SRAM over 900,000 cores: 48 KB per core) and the largest
+:class:`mesh.MeshConfig` allows; more SRAM per core lets the tiny model place on smaller meshes
+and the weak-scaling models grow.
 
 **Measures.** Mesh: cycles of the step (the emulator's, exact), MAC utilization, and the share
 of all core-cycles waiting on the fabric (``stall_in``/``stall_out``; the decoder's phase
@@ -82,9 +90,12 @@ class DecodeMismatch(RuntimeError):
 @dataclass
 class DecodeSweep:
     """``strong``: mesh shapes for the tiny model; ``weak``: mesh shapes for the weak-scaling
-    models (weights at most ``share`` of the mesh's SRAM); ``bandwidths``: the baseline's DRAM
-    bandwidths (B/cycle; ``dram_bandwidth``, the default, is added); ``ttft``: mesh shapes of the
-    time-to-first-token comparison (``prompt``)."""
+    models (weights at least ``share`` of the mesh's SRAM, the smallest such that places, else
+    the largest below; :func:`weak_model_dims`); ``bandwidths``: the baseline's DRAM bandwidths
+    (B/cycle; ``dram_bandwidth``, the default, is added); ``ttft``: mesh shapes of the
+    time-to-first-token comparison (``prompt``); ``sram_words``: every mesh's data SRAM per
+    core, in 32-bit words (4096, :class:`mesh.MeshConfig`'s default, is 16 KiB; 12288, the
+    most it allows, is a WSE-3 core's 48 KiB)."""
     strong: tuple = ("2x2", "4x4", "8x8", "16x16")
     weak: tuple = ("4x4", "8x8", "16x16")
     bandwidths: tuple = (1, 2, 4, 8, 16)
@@ -92,14 +103,20 @@ class DecodeSweep:
     share: float = 0.5
     ttft: tuple = ("4x4", "8x8")
     prompt: str = PROMPT
+    sram_words: int = MeshConfig.sram_words
+
+    def mesh(self, shape):
+        """The :class:`mesh.MeshConfig` of ``shape`` ("WxH") with ``sram_words`` per core."""
+        return replace(MeshConfig.parse_shape(shape), sram_words=self.sram_words)
 
     def all_bandwidths(self):
         return tuple(sorted(set(self.bandwidths) | {self.dram_bandwidth}))
 
     def check(self):
         from mesh.prefill import PrefillConfig
+        MeshConfig(sram_words=self.sram_words)      # its range check (ConfigError)
         for shape in (*self.strong, *self.weak, *self.ttft):
-            MeshConfig.parse_shape(shape)
+            self.mesh(shape)
         for bw in self.all_bandwidths():
             PrefillConfig(dram_bandwidth=bw)
         if not 0 < self.share <= 1:
@@ -117,33 +134,40 @@ def _prefill_config(bandwidth):
 
 
 def weak_model_dims(config, share, n_heads=4, n_layers=2, vocab=13, context=16):
-    """(d_model, d_ff) of the largest weak-scaling model (multiples of 32) whose weights are at
-    most ``share`` of ``config``'s total SRAM and that the mesh compiler places (without the
-    traced intermediates); None if none does."""
+    """(d_model, d_ff) of the weak-scaling model for ``config``, or None if none places.
+
+    The candidates: d_model a multiple of 32 (and of ``n_heads``), d_ff a multiple of 32 with
+    2 d_model <= d_ff <= 4 d_model (a transformer's usual MLP ratio). The model is the one with
+    the smallest weight bytes that are at least ``share`` of ``config``'s total SRAM and that
+    the mesh compiler places (:func:`programs.mesh_decode.plan` without the traced
+    intermediates); if none at or above the share places, the one with the largest weight
+    bytes below it that places. Candidates are tried in that order (ties: the smaller d_model
+    first) and the first that places is taken."""
     from programs.mesh_decode import ModelDims, PlacementError, plan
 
     total = config.tiles * config.sram_words * 4
-    best = None
-    for d in range(32, 4097, 32):
-        fixed = ModelDims(d, n_heads, d // n_heads, 0, n_layers, vocab, context, n_layers)
-        if fixed.weight_bytes > share * total:
+    above, below = [], []
+    for d in range(32, 1 << 16, 32):
+        if d % n_heads:
+            continue
+        fixed = ModelDims(d, n_heads, d // n_heads, 2 * d, n_layers, vocab, context, n_layers)
+        if fixed.weight_bytes > total:      # the smallest d_ff: no weights beyond the SRAM
             break
-        # The largest d_ff (a multiple of 32) within the share that places (binary search:
-        # a larger d_ff needs more SRAM in every core).
-        top = int((share * total - fixed.weight_bytes) // (2 * d * n_layers)) // 32
-        low, high = 0, top
-        while low < high:
-            mid = (low + high + 1) // 2
-            try:
-                plan(replace(fixed, d_ff=32 * mid), config, False)
-                low = mid
-            except (PlacementError, ValueError):
-                high = mid - 1
-        if low:
-            dims = replace(fixed, d_ff=32 * low)
-            if best is None or dims.weight_bytes > best[0]:
-                best = (dims.weight_bytes, d, 32 * low)
-    return None if best is None else best[1:]
+        for f in range(2 * d, 4 * d + 1, 32):
+            dims = replace(fixed, d_ff=f)
+            if dims.weight_bytes > total:
+                break
+            (above if dims.weight_bytes >= share * total else below).append(
+                (dims.weight_bytes, d, dims))
+    above.sort(key=lambda c: c[:2])
+    below.sort(key=lambda c: (-c[0], c[1]))
+    for _, _, dims in above + below:
+        try:
+            plan(dims, config, False)
+        except (PlacementError, ValueError):
+            continue
+        return dims.d_model, dims.d_ff
+    return None
 
 
 def _dims_dict(dims):
@@ -199,11 +223,12 @@ def _baseline(model, position, bandwidths, mesh_cycles, sram_bw):
 
 
 def _point(sweep, scaling, shape, model_of):
-    config = MeshConfig.parse_shape(shape)
+    config = sweep.mesh(shape)
     cores = config.tiles
     sram_bytes = cores * config.sram_words * 4
     sram_bw = cores * 2 * 4
-    entry = {"scaling": scaling, "mesh": shape, "cores": cores, "sram_bytes": sram_bytes,
+    entry = {"scaling": scaling, "mesh": shape, "cores": cores,
+             "sram_words": config.sram_words, "sram_bytes": sram_bytes,
              "sram_bandwidth": sram_bw, "weight_bandwidth": cores * 4}
     from programs.mesh_decode import PlacementError, ModelDims, prefill
 
@@ -242,14 +267,15 @@ def _ttft(sweep, shape, tiny):
 
     pc = _prefill_config(sweep.dram_bandwidth)
     start = time.perf_counter()
-    dis = run_disaggregated(sweep.prompt, shape, prefill_config=pc, model=tiny)
+    dis = run_disaggregated(sweep.prompt, sweep.mesh(shape), prefill_config=pc, model=tiny)
     single = run_single_engine(sweep.prompt, prefill_config=pc, model=tiny)
     if not (dis.exact and single.exact):
         raise DecodeMismatch(f"{shape}: the disaggregated or single-engine tokens differ from "
                              f"generate_int")
     t = dis.ttft
     return {
-        "mesh": shape, "prompt": sweep.prompt, "dram_bandwidth": sweep.dram_bandwidth,
+        "mesh": shape, "sram_words": sweep.sram_words, "prompt": sweep.prompt,
+        "dram_bandwidth": sweep.dram_bandwidth,
         "tokens": len(dis.tokens),
         "disaggregated": {"prefill": t["prefill"], "link": t["link"], "delivery": t["delivery"],
                           "transfer": t["link"] + t["delivery"],
@@ -292,8 +318,9 @@ def run_decode_sweep(sweep, progress=None):
     def weak_model(config):
         found = weak_model_dims(config, sweep.share, **WEAK)
         if found is None:
-            return (f"no model of d_model, d_ff multiples of 32 within {sweep.share:.0%} of "
-                    f"the SRAM places on the {config.shape} mesh")
+            return (f"no model of d_model, d_ff multiples of 32 (2 d_model <= d_ff <= 4 "
+                    f"d_model) places on the {config.shape} mesh with {config.sram_words:,} "
+                    f"words per core")
         d, f = found
         model = random_int_model(d, WEAK["n_heads"], f, WEAK["n_layers"], WEAK["vocab"],
                                  seed=1, context=WEAK["context"])
@@ -317,7 +344,8 @@ def run_decode_sweep(sweep, progress=None):
         "baseline's timing model (exact against emulator.prefill.PrefillEmulator)",
         "prompt": sweep.prompt, "position": len(prompt_tokens),
         "dram_bandwidth": sweep.dram_bandwidth, "bandwidths": list(sweep.all_bandwidths()),
-        "share": sweep.share, "weak_model": dict(WEAK),
+        "share": sweep.share, "weak_model": dict(WEAK), "sram_words": sweep.sram_words,
+        "sram_bytes_per_core": 4 * sweep.sram_words,
         "dram_bandwidth_source": (
             f"default {sweep.dram_bandwidth} B/cycle: the 8x8 engine does 128 ops/cycle; a "
             f"real accelerator's balance point is ~{H100_OPS_PER_BYTE:.0f} FLOP/DRAM byte "
@@ -373,12 +401,18 @@ def plot_decode(report, path):
     axes.set_yscale("log")
     axes.set_xlabel("cores in the mesh (log scale)")
     axes.set_ylabel("speedup of mesh decode over the DRAM baseline (log scale)")
-    axes.set_title("Decode step: weights in SRAM (mesh) vs streamed from DRAM (engine)")
+    axes.set_title("Decode step: weights in SRAM (mesh, "
+                   f"{_sram_text(report['sram_words'])}) vs streamed from DRAM (engine)")
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=7, loc="upper left")
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
+
+
+def _sram_text(words):
+    """'16 KiB per core' (4096 words)."""
+    return f"{4 * words / 1024:g} KiB per core"
 
 
 def _model_text(p):
@@ -392,8 +426,10 @@ def render_decode(report, console):
     points = report["points"]
     fits = [p for p in points if p["fits"]]
     P = report["position"]
-    mesh = Table(title=f"Mesh decode, one step at position {P}: weights resident in SRAM "
-                       f"(emulator cycles, exact); roofline = weight MACs / (4 x cores)")
+    sram = _sram_text(report["sram_words"])
+    mesh = Table(title=f"Mesh decode, one step at position {P}: weights resident in SRAM, "
+                       f"{sram} ({report['sram_words']:,} words; emulator cycles, exact); "
+                       f"roofline = weight MACs / (4 x cores)")
     for c in ("scaling", "mesh", "model", "weights", "% SRAM", "cycles/token", "roofline",
               "% roofline", "MAC util", "fabric wait", "SRAM B/cyc"):
         mesh.add_column(c, justify="left" if c in ("scaling", "mesh", "model") else "right",
@@ -409,7 +445,7 @@ def render_decode(report, console):
 
     base = Table(title="Baseline: the same step on the prefill engine, weights streamed from "
                        "DRAM; roofline = weight bytes / DRAM bandwidth; speedup = baseline / "
-                       "mesh cycles")
+                       f"mesh cycles (mesh SRAM {sram})")
     for c in ("scaling", "mesh", "model", "DRAM B/cyc", "baseline cycles", "roofline",
               "% roofline", "compute-only", "mesh cycles", "speedup", "BW ratio",
               "speedup / ratio"):
@@ -430,7 +466,8 @@ def render_decode(report, console):
 
     if report["ttft"]:
         t = Table(title=f"Time to first token, tiny model, prompt {report['ttft'][0]['prompt']!r}"
-                        f", engine DRAM {report['dram_bandwidth']} B/cycle (cycles)")
+                        f", engine DRAM {report['dram_bandwidth']} B/cycle, mesh SRAM "
+                        f"{sram} (cycles)")
         for c in ("mesh", "system", "prefill", "transfer", "first decode step", "TTFT",
                   "decode cycles/token", "end to end", "tokens"):
             t.add_column(c, justify="left" if c in ("mesh", "system") else "right",
@@ -476,8 +513,10 @@ def render_decode(report, console):
                   f"{report['balance_matched_bandwidth']:.2f} B/cycle it would take about "
                   f"{report['dram_bandwidth'] / report['balance_matched_bandwidth']:.1f}x "
                   f"longer (not simulated: the channel moves whole bytes per cycle). "
-                  f"Weak-scaling models: random_int_model, {report['weak_model']}, weights at "
-                  f"most {100 * report['share']:.0f}% of the SRAM. "
+                  f"Weak-scaling models: random_int_model, {report['weak_model']}, "
+                  f"2 d_model <= d_ff <= 4 d_model, the smallest whose weights are at least "
+                  f"{100 * report['share']:.0f}% of the SRAM that places (else the largest "
+                  f"below). "
                   f"Benchmark time {report['seconds']:.1f} s.", highlight=False)
     if report.get("plot"):
         console.print(f"Plot: {report['plot']}", highlight=False)

@@ -16,8 +16,8 @@
     wafer bench link [--sizes 16K,256K,1M] [--lanes 1,2,4] [--drops 0,0.001,0.01,0.05]
                      [--seeds 1,2,3,4] [--json [FILE]] [--plot FILE] [--quick]
     wafer bench decode [--strong WxH,...] [--weak WxH,...] [--bandwidths B,...]
-                       [--dram-bandwidth B] [--share F] [--ttft WxH,...] [--json [FILE]]
-                       [--plot FILE] [--quick]
+                       [--dram-bandwidth B] [--share F] [--sram-words N] [--ttft WxH,...]
+                       [--json [FILE]] [--plot FILE] [--quick]
 
 ``wafer run`` without PROGRAM is the main demo: disaggregated inference of the tiny
 transformer (prefill on the prefill engine, the KV cache over the packet link, decode on the
@@ -213,8 +213,14 @@ def _parser():
                         help="the default DRAM bandwidth (speedup plot, time to first token; "
                              "default: 1, the closest to an H100's balance point)")
     decode.add_argument("--share", metavar="F",
-                        help="weak scaling: the weights' largest share of the SRAM (default: "
+                        help="weak scaling: the model (2 d_model <= d_ff <= 4 d_model) with "
+                             "the smallest weights of at least this share of the mesh's SRAM "
+                             "that places, else the largest below it that places (default: "
                              "0.5)")
+    decode.add_argument("--sram-words", metavar="N",
+                        help="data SRAM per core of every mesh, in 32-bit words, 256 to 12288 "
+                             "(default: 4096 = 16 KiB; 12288 = 48 KiB is a Cerebras WSE-3 "
+                             "core's)")
     decode.add_argument("--ttft", metavar="WxH,...",
                         help="meshes of the time-to-first-token comparison; 'none' for none "
                              "(default: 4x4,8x8)")
@@ -499,6 +505,13 @@ def _decode_sweep(args):
         values["dram_bandwidth"] = _bandwidths(args.dram_bandwidth, "--dram-bandwidth")[0]
     if args.share is not None:
         values["share"] = _list(args.share, "--share", float, "a number")[0]
+    if args.sram_words is not None:
+        words = _integer(args.sram_words.strip(), "--sram-words", 1)
+        try:
+            MeshConfig(sram_words=words)
+        except ConfigError as error:
+            raise UsageError(f"--sram-words: {error}") from None
+        values["sram_words"] = words
     sweep = DecodeSweep(**values)
     try:
         sweep.check()
