@@ -40,11 +40,10 @@ assert RECIP_SHIFT == 30 and RSQRT_SHIFT == 30    # the subroutines need no satu
 
 def gemv_form(n_out, kw):
     """The cheaper way for one core to compute n_out dot products of kw packed words: "row"
-    (a vdot4.sum per output: n_out x (kw + 6) cycles) or "col" (a vdot4 and a vadd per input
-    word over all outputs: about (2 kw - 1) x n_out + 6 kw)."""
-    row = n_out * (kw + 6)
-    col = (n_out + 3) + (kw - 1) * (2 * n_out + 7)
-    return "col" if col < row else "row"
+    (a ``vdot4.sum`` per output: n_out x (kw + 6) cycles) or "acc" (per input word, the word
+    loaded into a register and one ``vdot4.acc`` of it with that word of every output's row,
+    accumulating into the outputs: kw x (n_out + 5))."""
+    return "acc" if kw * (n_out + 5) <= n_out * (kw + 6) else "row"
 
 
 def add_routes(routes, geo):
@@ -195,18 +194,20 @@ class CoreGen:
     ``shifts`` {op: shift immediate} and ``loop`` (one layer body over per-layer blocks, the
     multipliers pre-scaled to a common shift) come from the compiler; ``norm_shifts`` are the
     model's; ``pre_shift`` {"ns1"/"ns2": whether the loop needs a pre-shift}; ``layer`` is the
-    layer being generated when unrolled. ``receive`` (color, token words, header words): the
+    layer being generated when unrolled; ``keep``: the traced intermediates are kept (copies of
+    the residual's values). ``receive`` (color, token words, header words): the
     program first takes its decode state and the prompt's KV cache from a delivery
     (:mod:`programs.kv_message`'s layout) on that color (:meth:`receive_prelude`)."""
 
     def __init__(self, geo, core_plan, x, y, *, loop, shifts, norm_shifts, pre_shift=None,
-                 receive=None):
+                 receive=None, keep=True):
         self.geo, self.cp = geo, core_plan
         self.i, self.j = x, y
         self.east, self.south = x == geo.W - 1, y == geo.H - 1
         self.loop, self.shifts, self.norm_shifts = loop, shifts, norm_shifts
         self.pre_shift = pre_shift or {"ns1": loop, "ns2": loop}
         self.receive = receive
+        self.keep = keep
         self.c = CoreBuilder(f"decode@({x},{y})")
         self.e = Emitter(self.c)
         self.layer = None
@@ -388,8 +389,9 @@ class CoreGen:
 
     def partials(self, n_out, block, x, kw, dest):
         """dest[o] = sum over the kw words w of dot4(block[o][w], x[w]) for o < n_out, in the
-        form :func:`gemv_form` picks: "row" (one vdot4.sum per output) or "col" (one vdot4 per
-        input word over all outputs, x[w] repeated by a stride-0 operand, then vadd)."""
+        form :func:`gemv_form` picks: "row" (one vdot4.sum per output) or "acc" (the block
+        word-major: per input word w, x[w] into a register and ``vdot4.acc dest, block[w],
+        x[w]``, the first without .acc; unrolled up to 16 words)."""
         e, c = self.e, self.c
         if n_out == 0:
             return
@@ -406,26 +408,27 @@ class CoreGen:
             c.dbnz(3, top)
             e.advanced(dw)
             return
-        wspec, xspec, acc = self.M(block, n_out), self.M(x, n_out, stride=0), self.M(dest, n_out)
-        self.V("vdot4", acc, wspec, xspec)
-        if kw == 1:
-            return
-        tmp = self.M("gt", n_out)
-        dw, dx, da, dt = e.operands(wspec, xspec, acc, tmp)
-        unroll = kw <= 8
-        if not unroll:
+        wspec, acc = self.M(block, n_out), self.M(dest, n_out)
+        dw, da = e.operands(wspec, acc)
+        if kw <= 16:
+            for w in range(kw):
+                self.ld(1, x, w)
+                c.vdot4(da, dw, "r1", acc=w > 0)
+                if w < kw - 1:
+                    c.dadv(dw, 0, n_out)
+        else:
+            self.ld(1, x)
+            c.vdot4(da, dw, "r1")
+            self.la(2, x, 1)
             c.li(3, kw - 1)
-            top = e.new_label("col")
+            top = e.new_label("acc")
             e.loop_label(top)
-        for _ in range(kw - 1 if unroll else 1):
+            c.ld(1, 0, 2)
             c.dadv(dw, 0, n_out)
-            c.dadv(dx, 0, 1)
-            c.vdot4(dt, dw, dx)
-            c.vadd(da, da, dt)
-        if not unroll:
+            c.vdot4(da, dw, "r1", acc=True)
+            c.addi(2, 2, 1)
             c.dbnz(3, top)
         e.advanced(dw)
-        e.advanced(dx)
 
     def call(self, name):
         self.c.jal(RLINK, name)          # the subroutines touch no descriptor
@@ -450,14 +453,20 @@ class CoreGen:
     def pack(self, src, dst, n, dst_off=0):
         self.V("vpack", self.M(dst, n // 4, dst_off), self.M(src, n))
 
-    def residual(self, acc, val, xin, xout, op):
-        """South row: val = rq(acc); xout = sat8(xin + val) (sat8 as a requantize by 1 with
-        shift 0)."""
+    def residual(self, acc, op, trace_val, trace_x):
+        """South row: xcur = sat8(xcur + rq(acc)), in place (a requantize accumulating into
+        xcur, then a requantize by 1 with shift 0 as the saturation). With the intermediates
+        kept, rq(acc) and the new x are also copied to ``trace_val`` and ``trace_x``."""
         cd = self.geo.cd
-        self.requant(acc, val, cd, op)
-        self.V("vadd", self.M(xout, cd), self.M(xin, cd), self.M(val, cd))
+        if self.keep:
+            self.requant(acc, trace_val, cd, op)
+        self.const(5, op)
+        x = self.M("xcur", cd)
+        self.V("vreq", x, self.M(acc, cd), 5, shift=self.shift(op), acc=True)
         self.c.li(6, 1)
-        self.V("vreq", self.M(xout, cd), self.M(xout, cd), 6, shift=0)
+        self.V("vreq", x, x, 6, shift=0)
+        if self.keep:
+            self.V("vmov", self.M(trace_x, cd), x)
 
     # Phases ------------------------------------------------------------------------------------------
 
@@ -529,9 +538,9 @@ class CoreGen:
         self.gemv_b("opk", cd, "wo", "aacc")
         if self.south:
             self.phase("elementwise")
-            self.residual("aacc", "a32", "xcur", "x1", "attn")
+            self.residual("aacc", "attn", "a32", "x1")
             self.phase("norm")
-            self.rmsnorm("x1", "h2", "hp2", self.shift("ns2"),
+            self.rmsnorm("xcur", "h2", "hp2", self.shift("ns2"),
                          pre="ns2" if self.loop and self.pre_shift["ns2"] else None)
         # 4. MLP
         self.phase("gemv")
@@ -550,8 +559,7 @@ class CoreGen:
         self.gemv_b("gpk", cd, "w2", "facc")
         if self.south:
             self.phase("elementwise")
-            self.residual("facc", "f32", "x1", "x2", "down")
-            self.V("vmov", self.M("xcur", cd), self.M("x2", cd))
+            self.residual("facc", "down", "f32", "x2")
 
     def _owner_skip(self):
         skip = self.e.new_label("notowner")

@@ -21,7 +21,7 @@ from .codegen import CoreGen, add_routes, gemv_form
 from .model import ModelDims
 from .plan import COLORS, EXP_ENTRIES, LAYER_CONSTS, PlacementError, plan
 
-__all__ = ["MeshDecoder", "DecodeRun", "RQ_OPS"]
+__all__ = ["MeshDecoder", "DecodeRun", "RQ_OPS", "KEPT_ONLY"]
 
 RQ_OPS = ("q", "k", "v", "score", "o", "attn", "up", "down")
 
@@ -31,15 +31,19 @@ TENSORS = {"x0": ("C", "x0"), "h1": ("C", "h1"), "q": ("R", "q32"), "k": ("R", "
            "h2": ("C", "h2"), "u": ("RF", "u32"), "g": ("RF", "g32"), "f": ("C", "f32"),
            "x2": ("C", "x2"), "final.h": ("C", "hf"), "logits": ("RV", "logits")}
 
+# Tensors the in-place residual leaves in no buffer unless the intermediates are kept ("x2",
+# the layer's output, is then read from xcur).
+KEPT_ONLY = ("a", "x1", "f")
+
 PHASES = ("receive", "embed", "norm", "gemv", "qkv", "attention", "softmax", "elementwise", "argmax",
           "state")
 
 
 def _block(matrix):
     """A core's GEMV block: rows of ``matrix`` (outputs) packed four int8 per word, laid out as
-    the program's form reads them (output-major for "row", word-major for "col")."""
+    the program's form reads them (output-major for "row", word-major for "acc")."""
     words = pack_int8(matrix)
-    if gemv_form(*words.shape) == "col":
+    if gemv_form(*words.shape) == "acc":
         words = words.T
     return words.reshape(-1)
 
@@ -94,7 +98,7 @@ class MeshDecoder:
         for (x, y), cp in self.plan.cores.items():
             gen = CoreGen(geo, cp, x, y, loop=self.loop, shifts=self.shifts,
                           norm_shifts=model.norm_shift, pre_shift=self.pre_shift,
-                          receive=self.receive)
+                          receive=self.receive, keep=keep_intermediates)
             core = gen.build()
             self._static_data(core, cp, x, y)
             mb.place(core, [(x, y)])
@@ -338,6 +342,11 @@ class MeshDecoder:
         "final.h", "logits"."""
         geo = self.geo
         layout, buf = TENSORS[name]
+        if not self.keep_intermediates:
+            if name in KEPT_ONLY:
+                raise ValueError(f"{name!r} is traced only with keep_intermediates")
+            if name == "x2":
+                buf = "xcur"
         if layout == "C":
             return np.concatenate([self._word(result, x, geo.H - 1, buf, layer, geo.cd)
                                    for x in range(geo.W)])

@@ -9,9 +9,10 @@ The tiling (H rows j = 0..H-1 north to south, W columns i = 0..W-1 west to east)
   a d_model vector, d_ff/H of a d_ff one, ceil(V/H) logits).
 * **GEMV type A** (C -> R: W_qkv, W1, W_out): the input goes up every column from the south row
   (color UP), core (i, j) holds the block W^T[row slice j, column slice i] (int8, four per word),
-  computes its n_out partial sums (a ``vdot4.sum`` per output, or for short rows a ``vdot4``
-  per input word over all outputs with the word repeated by a stride-0 operand, then
-  ``vadd``), and the partial sums stream east along every row (colors ROW0/ROW1, a ``vadd``
+  computes its n_out partial sums (per input word, the word in a register and one
+  ``vdot4.acc`` of it with that word of every output's row, accumulating into the sums at
+  the SRAM's full rate: a weight word on one read port, the sum on the other; or, for long
+  rows and few outputs, a ``vdot4.sum`` per output), and the partial sums stream east along every row (colors ROW0/ROW1, a ``vadd``
   of the incoming stream and the local sums per core), ending on the east column.
 * **GEMV type B** (R -> C: W_o, W2): the input goes west along every row from the east column
   (color WEST), core (i, j) holds W^T[column slice i, row slice j], and the partial sums run
@@ -247,10 +248,12 @@ def _core_plan(geo, x, y, keep=True):
                             ("gpk", geo.frw)):
             w(name, words, "buffers")
     if south:
-        for name, words in (("hp1", geo.cdw), ("h1", geo.cd), ("aacc", geo.cd), ("a32", geo.cd),
-                            ("x1", geo.cd), ("hp2", geo.cdw), ("h2", geo.cd), ("facc", geo.cd),
-                            ("f32", geo.cd), ("x2", geo.cd)):
+        for name, words in (("hp1", geo.cdw), ("h1", geo.cd), ("aacc", geo.cd),
+                            ("hp2", geo.cdw), ("h2", geo.cd), ("facc", geo.cd)):
             w(name, words, "buffers")
+        if keep:                          # the residual's values, for the trace only
+            for name in ("a32", "x1", "f32", "x2"):
+                w(name, geo.cd, "buffers")
     cp.block_base = a.next
     b = _Alloc(cp.block)
     b("wqkv", 3 * geo.rd * geo.cdw, "weights")
