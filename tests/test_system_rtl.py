@@ -2,8 +2,9 @@
 ``emulator.channel.Channel`` without faults; ``hdl.system.SystemTop`` in the Amaranth simulator
 and standalone in Verilator (``wafer.verilator_system``) against ``emulator.system.run_system``
 on small synthetic images: a GEMM on the engine whose result, stored in DRAM, is the message
-that the link carries and the delivery engine spreads over a 2x2 mesh, whose cores keep their
-words, add two of them and halt. Every handoff cycle, the mesh's SRAMs and counters, the link
+that the link carries and the delivery engine spreads over the mesh (2x2 in the Amaranth
+simulator; in Verilator the 4x4 system of the transformer's run, so that one build serves
+both), whose cores keep their words, add two of them and halt. Every handoff cycle, the mesh's SRAMs and counters, the link
 counters and the DRAM are equal; failures (an engine error, a mesh that never finishes, a
 trap) stop both in the same cycle. Validation of the image and of the constructors.
 """
@@ -24,6 +25,7 @@ from mesh.link import LinkConfig
 from mesh.prefill import Command, DmaKind, EngineError, Op, PrefillConfig
 from mesh.system import SystemCause
 from programs.delivery import Region, delivery_routes, receive_code
+from programs.prefill_compiler import DEFAULT_CONFIG
 from wafer.system_sim import run_system_amaranth
 
 from sim_bench import RTL_TEST_MARKS, Bench
@@ -203,8 +205,9 @@ def test_system_top_engine_error_stops_both_in_the_same_cycle():
 
 # The system standalone in Verilator -------------------------------------------------------------
 
-VERILATOR_LINK = LinkConfig(lanes=1, lane_width=16, latency=7, max_payload=3, window=4,
-                            nack_gap=2, buffer_words=64, source_words=64)
+# The configuration of the transformer's system (tests/test_system.py runs the transformer on
+# it): one Verilator build serves both.
+V_PREFILL, V_LINK, V_MESH = DEFAULT_CONFIG, LinkConfig(), MeshConfig(4, 4)
 
 
 @pytest.fixture(scope="module")
@@ -221,25 +224,25 @@ def test_system_on_verilator_equals_the_emulator(verilator, case, status):
 
     commands, extra = None, ()
     if case == "engine error":
-        commands = gemm_commands(PREFILL.n, ROWS, OUT)[:-1] + [Command(Op.MATMUL, count=0)]
+        commands = gemm_commands(V_PREFILL.n, ROWS, OUT)[:-1] + [Command(Op.MATMUL, count=0)]
     elif case == "trap":
         extra = [("li", (3, 1 << 20)), ("st", (3, 0, 3))]      # a store past the SRAM
     elif case == "no progress":
-        extra = [("recv", (3, 0, MESH.colors - 1))]             # no word comes: waits forever
-    image, product = gemm_image(link=VERILATOR_LINK, commands=commands, extra=extra)
+        extra = [("recv", (3, 0, V_MESH.colors - 1))]           # no word comes: waits forever
+    image, product = gemm_image(V_PREFILL, V_LINK, V_MESH, commands=commands, extra=extra)
     rtl = run_system_verilator(image, max_cycles=5000, stall_limit=50)
     emulated = run_system(image, max_cycles=5000, stall_limit=50)
     assert rtl.same_as(emulated) == []
     assert rtl.status == status
     if case == "done":
-        check_landed(rtl, product)
+        check_landed(rtl, product, V_MESH)
 
 
 def test_system_verilog_lints(verilator, tmp_path):
     from wafer.verilator_system import TOP, build
 
     # The Verilog of the build (hdl.system.system_verilog), not generated again.
-    text = (build(PREFILL, VERILATOR_LINK, MESH).parent.parent / f"{TOP}.v").read_text()
+    text = (build(V_PREFILL, V_LINK, V_MESH).parent.parent / f"{TOP}.v").read_text()
     warnings = lint_warnings(text, TOP, tmp_path)
     # CASEINCOMPLETE: the core's decoder in the mesh's tile (as linted in test_core_rtl.py).
     assert warnings <= AMARANTH_WARNINGS | {"CASEINCOMPLETE"}
