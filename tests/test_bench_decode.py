@@ -188,3 +188,27 @@ def test_bad_options_are_usage_errors(argv, message, capsys):
     assert main(["bench", "decode", *argv, "--plot", "none", "--json", "-"]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_step_the_engine_cannot_hold_is_reported_not_raised(report, tmp_path):
+    """A baseline the prefill engine refuses (e.g. more commands than its memory holds, as for
+    the 16x16 weak model with 48 KiB cores) leaves the mesh point, with the reason, out of the
+    baseline table and the plot."""
+    import copy
+
+    from rich.console import Console
+
+    from wafer.bench_decode import render_decode
+
+    refused = copy.deepcopy(report)
+    point = _point(refused, "weak", "4x4")
+    point["baseline"] = {}
+    point["baseline_refused"] = "the decode step needs 83535 commands; the engine has 65536"
+    point.pop("balance_estimate", None)
+    console = Console(record=True, width=200)
+    render_decode(refused, console)
+    text = console.export_text()
+    assert "weak scaling, 4x4: no baseline, the prefill engine cannot run the step: the " \
+        "decode step needs 83535 commands" in text
+    plot_decode(refused, tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").stat().st_size > 0

@@ -250,8 +250,12 @@ def _point(sweep, scaling, shape, model_of):
         return entry
     entry["fits"] = True
     entry["mesh_decode"] = mesh
-    entry["baseline"] = _baseline(model, cache.length, sweep.all_bandwidths(), mesh["cycles"],
-                                  sram_bw)
+    try:
+        entry["baseline"] = _baseline(model, cache.length, sweep.all_bandwidths(),
+                                      mesh["cycles"], sram_bw)
+    except ValueError as error:       # the engine cannot hold the step (e.g. its commands)
+        entry["baseline"] = {}
+        entry["baseline_refused"] = str(error)
     if "1" in entry["baseline"]:
         # Not simulated: the baseline at 1 B/cycle is DRAM-bound (94 to 99% of its roofline),
         # so at the H100-matched bandwidth it would take about 1 / that bandwidth as long.
@@ -380,7 +384,8 @@ def plot_decode(report, path):
                                         and b != report["dram_bandwidth"]]
     for k, bw in enumerate(bws):
         for scaling, marker, style in (("strong", "o", "-"), ("weak", "s", "--")):
-            pts = [p for p in report["points"] if p["scaling"] == scaling and p["fits"]]
+            pts = [p for p in report["points"] if p["scaling"] == scaling and p["fits"]
+                   and str(bw) in p["baseline"]]
             if not pts:
                 continue
             axes.plot([p["cores"] for p in pts],
@@ -508,6 +513,10 @@ def render_decode(report, console):
         if not p["fits"]:
             console.print(f"{p['scaling']} scaling, {p['mesh']}: skipped, the compiler refuses: "
                           f"{p['refused']}", highlight=False)
+        elif "baseline_refused" in p:
+            console.print(f"{p['scaling']} scaling, {p['mesh']}: no baseline, the prefill "
+                          f"engine cannot run the step: {p['baseline_refused']}",
+                          highlight=False)
     console.print(f"DRAM bandwidth (* in the table): {report['dram_bandwidth_source']}. At the "
                   f"default the baseline is DRAM-bound; at the H100-matched "
                   f"{report['balance_matched_bandwidth']:.2f} B/cycle it would take about "
