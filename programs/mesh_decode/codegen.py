@@ -581,7 +581,7 @@ class CoreGen:
 
     def append_v(self):
         """The owner stores v, one byte per dim into the V cache: word (slot div 4, dim) holds
-        the dim of slots 4w..4w+3, one per lane (off the critical path, while the softmax max
+        the dim of slots 4w..4w+3, one per lane (off the critical path, while the softmax sum
         goes round)."""
         skip = self._owner_skip()
         self.ld(6, "nloc")
@@ -590,7 +590,10 @@ class CoreGen:
 
     def store_v(self, reg, vt):
         """v (qkvb's last rd words, one int32 per dim) into slot r6 of the V cache at
-        ``reg`` + ``vt``; clobbers r7..r11."""
+        ``reg`` + ``vt``: its low bytes shifted into the slot's lane and added to the words
+        (``vsll.acc``), since a slot is written once into a cache that starts zeroed (positions
+        only grow; the message's and the host's images hold zeros past the prompt); clobbers
+        r7, r8, r11."""
         c, geo = self.c, self.geo
         rd, rdw = geo.rd, geo.rdw
         c.srli(7, 6, 2)
@@ -600,17 +603,11 @@ class CoreGen:
             c.add(7, 7, reg)
         c.andi(8, 6, 3)
         c.slli(8, 8, 3)
-        c.li(9, 255)
-        c.sll(9, 9, 8)
-        c.li(10, -1)
-        c.xor(9, 9, 10)
         c.li(11, 255)
         tmp = self.M("op", rd)
         self.V("vand", tmp, self.M("qkvb", rd, 2 * rdw), "r11")
-        self.V("vsll", tmp, tmp, "r8")
         col = ("mem", 7, vt, rd, 1)
-        self.V("vand", col, col, "r9")
-        self.V("vor", col, col, tmp)
+        self.V("vsll", col, tmp, "r8", acc=True)     # the slot's lane is still zero
 
     def attention(self):
         geo, c, e = self.geo, self.c, self.e
@@ -652,13 +649,13 @@ class CoreGen:
         self.phase("softmax")
         if hl == 1:
             self.V("vmov", 1, self.M("s", NK), reduce="max")
-            self.row_allreduce_reg("max", idle_fn=self.append_v)
+            self.row_allreduce_reg("max")
             self.st(1, "maxv")
         else:
             for hh in range(hl):
                 self.V("vmov", 1, self.M("s", NK, hh * ml), reduce="max")
                 self.st(1, "maxv", hh)
-            self.row_allreduce("maxv", hl, "max", idle_fn=self.append_v)
+            self.row_allreduce("maxv", hl, "max")
         # e = exp_table[rq(s - max) + 128], local sums
         self.const(6, "score")
         c.li(7, 128)
@@ -683,10 +680,10 @@ class CoreGen:
                 if hl > 1:
                     self.st(1, "sumv", hh)
         if hl == 1:
-            self.row_allreduce_reg("add", reciprocals)
+            self.row_allreduce_reg("add", reciprocals, idle_fn=self.append_v)
             c.mov(5, 1)
         else:
-            self.row_allreduce("sumv", hl, "add", reciprocals)
+            self.row_allreduce("sumv", hl, "add", reciprocals, idle_fn=self.append_v)
         # p = rq(e, r, 23), packed; o_part = sum over slot words w of dot4(V[w], p[w]) (all
         # dims of the head at once, p[w] repeated by a stride-0 operand)
         self.phase("attention")
