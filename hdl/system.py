@@ -37,6 +37,8 @@ SYSTEM_MODULE = "wse_system"
 CYCLE_BITS = 32
 #: The value of an event cycle that has not happened.
 NOT_REACHED = (1 << CYCLE_BITS) - 1
+
+
 def _check_configs(prefill_config, link_config, mesh_config):
     for name, value, kind in (("prefill_config", prefill_config, PrefillConfig),
                               ("link_config", link_config, LinkConfig),
