@@ -166,6 +166,7 @@ def test_a_link_failure_exits_1(monkeypatch, capsys):
     (["run", "--prompt", "12+"], "--prompt: '12+' is not a prompt"),
     (["run", "--mesh", "3x3"], "the model does not tile onto the 3x3 mesh"),
     (["run", "--mesh", "4by4"], "mesh shape '4by4' is not of the form WxH"),
+    (["run", "--mesh", "16x16"], "d_model / H must be a multiple of 8 (a mesh of at most 8 rows"),
     (["run", "--size", "a=1"], "--size applies to wafer run PROGRAM"),
     (["run", "--waves", "x.vcd"], "--waves applies to wafer run PROGRAM"),
     (["run", "--clock-mhz", "0"], "--clock-mhz must be positive"),

@@ -120,8 +120,11 @@ class MeshDecoder:
             raise PlacementError(f"receiving the KV message needs a color beside the decode's "
                                  f"{len(COLORS)}: the mesh has {self.config.colors}; "
                                  f"colors >= {len(COLORS) + 1} fits")
-        header = KVMessage(self.geo.W, self.geo.H, self.geo.d, self.geo.L, 4 * token_words,
-                           1).header
+        try:
+            header = KVMessage(self.geo.W, self.geo.H, self.geo.d, self.geo.L, 4 * token_words,
+                               1).header
+        except ValueError as error:
+            raise PlacementError(str(error)) from None
         return color, token_words, header
 
     def kv_message(self, prompt_tokens, n, steps, end):
