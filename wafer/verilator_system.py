@@ -11,7 +11,6 @@ as its own Verilog module and kept apart by Verilator (as in ``wafer.verilator_m
 """
 
 import hashlib
-import os
 import shutil
 import subprocess
 import tempfile
@@ -21,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from emulator.system import SystemImage, SystemResult
-from hdl.toolchain import (build_lock, verilator_args, verilator_environment,
-                           verilator_missing_reason)
+from hdl.toolchain import (build_lock, remove_stale_builds, verilator_args,
+                           verilator_compile, verilator_missing_reason)
 from mesh import RunResult, isa
 from mesh.delivery import DeliveryError, FIELD_BITS
 from mesh.link import TxError
@@ -81,30 +80,13 @@ def build(prefill_config, link_config, mesh_config, build_root=BUILD_ROOT, timin
         (directory / "tile.vlt").write_text(TILE_CONFIG)
         (directory / "system_ports.h").write_text(_ports_header(*configs))
         shutil.copyfile(TEMPLATE, directory / TEMPLATE.name)
-        command = ["verilator", *VERILATOR_ARGS, "-j", str(os.cpu_count() or 1),
-                   "-CFLAGS", f"-I{directory}", "-Mdir", "obj", "-o", PROGRAM, "tile.vlt",
-                   f"{TOP}.v", TEMPLATE.name]
-        completed = subprocess.run(command, cwd=directory,
-                                   env=verilator_environment(dict(os.environ)),
-                                   capture_output=True, text=True)
-        (directory / "build.log").write_text(completed.stdout + completed.stderr)
-        if completed.returncode != 0 or not program.exists():
-            tail = "\n".join((completed.stdout + completed.stderr).splitlines()[-20:])
-            raise VerilatorError(f"the Verilator build in {directory} failed "
-                                 f"(full log: {directory / 'build.log'}):\n{tail}")
-        (directory / "built").write_text("ok\n")
+        verilator_compile(directory, VERILATOR_ARGS, ["tile.vlt", f"{TOP}.v", TEMPLATE.name],
+                          PROGRAM, VerilatorError)
         if timings is not None:
             timings["verilog"] = verilog_done - start
             timings["compile"] = time.perf_counter() - verilog_done
-    _remove_stale_builds(directory)
+    remove_stale_builds(directory)
     return program
-
-
-def _remove_stale_builds(directory):
-    stem = directory.name.rsplit("_", 1)[0]
-    for other in directory.parent.glob(f"{stem}_*"):
-        if other != directory and other.name.rsplit("_", 1)[0] == stem:
-            shutil.rmtree(other, ignore_errors=True)
 
 
 def _image_bytes(image):
