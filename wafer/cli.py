@@ -45,6 +45,21 @@ class UsageError(Exception):
     """A command-line value that cannot be used; the message is one line."""
 
 
+def _report_options(parser, json_default, plot_default=None, plot_what=None, quick=None):
+    """A benchmark's --json option, and --plot and --quick when given (``plot_what``: what the
+    plot shows; ``quick``: what the short sweep runs)."""
+    parser.add_argument("--json", nargs="?", const="-", default=json_default, metavar="FILE",
+                        help="write the JSON report to FILE (default: %(default)s); without "
+                             "FILE, print it to stdout instead of the tables")
+    if plot_default is not None:
+        parser.add_argument("--plot", default=plot_default, metavar="FILE",
+                            help=f"write the {plot_what} plot (PNG) to FILE; 'none' for no plot "
+                                 f"(default: %(default)s)")
+    if quick is not None:
+        parser.add_argument("--quick", action="store_true",
+                            help=f"a short sweep ({quick}); explicit options still apply")
+
+
 def _parser():
     parser = argparse.ArgumentParser(
         prog="wafer", description="A wafer-scale engine at reduced scale: demo and benchmarks.")
@@ -119,9 +134,8 @@ def _parser():
                              "2000 to 15000)")
     fabric.add_argument("--seed", default="1", metavar="S",
                         help="traffic seed (default: %(default)s)")
-    fabric.add_argument("--json", nargs="?", const="-", default=DEFAULT_JSON, metavar="FILE",
-                        help=f"write the JSON report to FILE (default: {DEFAULT_JSON}); "
-                             f"without FILE, print it to stdout instead of the tables")
+    _report_options(fabric, DEFAULT_JSON, quick="8x8 emulator, 4x4 RTL, loads 0.1,0.5,1.0, "
+                                                "1000 cycles")
     gemv_bench = benchmarks.add_parser(
         "gemv", help="GEMV on the mesh: MAC rate against the peak, simulator speed",
         description="y = W x with W tiled over the mesh, on the emulator and on Verilator; "
@@ -132,10 +146,7 @@ def _parser():
     gemv_bench.add_argument("--rtl-sizes", metavar="WxH,...",
                             help="Verilator meshes, also run on the emulator; 'none' for no RTL "
                                  "(default: 4x4,8x8)")
-    gemv_bench.add_argument("--json", nargs="?", const="-", default="results/bench_gemv.json",
-                            metavar="FILE",
-                            help="write the JSON report to FILE (default: %(default)s); without "
-                                 "FILE, print it to stdout instead of the table")
+    _report_options(gemv_bench, "results/bench_gemv.json")
     prefill = benchmarks.add_parser(
         "prefill", help="GEMMs and decode GEMVs on the prefill engine at several DRAM bandwidths",
         description="A tiny transformer's prefill GEMMs (A and B from DRAM, C stored back) and "
@@ -156,16 +167,8 @@ def _parser():
     prefill.add_argument("--latency", metavar="L",
                          help="DRAM latency in cycles, 0 to 1024 (default: 40)")
     prefill.add_argument("--seed", metavar="S", help="operand seed (default: 1)")
-    prefill.add_argument("--json", nargs="?", const="-", default="results/bench_prefill.json",
-                         metavar="FILE",
-                         help="write the JSON report to FILE (default: %(default)s); without "
-                              "FILE, print it to stdout instead of the tables")
-    prefill.add_argument("--quick", action="store_true",
-                         help="a short sweep (16x16x16 and 32x16x32 at 1 and 64 B/cycle, "
-                              "1x64x32 at 1 and 8); explicit options still apply")
-    fabric.add_argument("--quick", action="store_true",
-                        help="a short sweep (8x8 emulator, 4x4 RTL, loads 0.1,0.5,1.0, "
-                             "1000 cycles); explicit options still apply")
+    _report_options(prefill, "results/bench_prefill.json",
+                    quick="16x16x16 and 32x16x32 at 1 and 64 B/cycle, 1x64x32 at 1 and 8")
     link = benchmarks.add_parser(
         "link", help="packet link goodput and completion time against loss, lanes and size",
         description="The packet link (EFA/SRD stand-in) on its emulator: goodput over the line "
@@ -180,16 +183,8 @@ def _parser():
     link.add_argument("--drops", metavar="P,...",
                       help="drop probabilities per packet, 0 to 1 (default: 0,0.001,0.01,0.05)")
     link.add_argument("--seeds", metavar="S,...", help="channel seeds (default: 1,2,3,4)")
-    link.add_argument("--json", nargs="?", const="-", default="results/bench_link.json",
-                      metavar="FILE",
-                      help="write the JSON report to FILE (default: %(default)s); without "
-                           "FILE, print it to stdout instead of the tables")
-    link.add_argument("--plot", default="results/bench_link.png", metavar="FILE",
-                      help="write the goodput plot (PNG) to FILE; 'none' for no plot "
-                           "(default: %(default)s)")
-    link.add_argument("--quick", action="store_true",
-                      help="a short sweep (4K and 16K messages, 1 and 4 lanes, drop 0 and "
-                           "0.05, seeds 1 and 2); explicit options still apply")
+    _report_options(link, "results/bench_link.json", "results/bench_link.png", "goodput",
+                    quick="4K and 16K messages, 1 and 4 lanes, drop 0 and 0.05, seeds 1 and 2")
     decode = benchmarks.add_parser(
         "decode", help="mesh decode (weights in SRAM) against the engine streaming from DRAM",
         description="The bandwidth result: one decode step on the mesh (weights resident in "
@@ -224,16 +219,8 @@ def _parser():
     decode.add_argument("--ttft", metavar="WxH,...",
                         help="meshes of the time-to-first-token comparison; 'none' for none "
                              "(default: 4x4,8x8)")
-    decode.add_argument("--json", nargs="?", const="-", default="results/bench_decode.json",
-                        metavar="FILE",
-                        help="write the JSON report to FILE (default: %(default)s); without "
-                             "FILE, print it to stdout instead of the tables")
-    decode.add_argument("--plot", default="results/bench_decode.png", metavar="FILE",
-                        help="write the speedup plot (PNG) to FILE; 'none' for no plot "
-                             "(default: %(default)s)")
-    decode.add_argument("--quick", action="store_true",
-                        help="a short sweep (4x4 strong and weak, 1 and 8 B/cycle, time to "
-                             "first token on 4x4); explicit options still apply")
+    _report_options(decode, "results/bench_decode.json", "results/bench_decode.png", "speedup",
+                    quick="4x4 strong and weak, 1 and 8 B/cycle, time to first token on 4x4")
     from wafer.trace import add_parser as add_trace_parser
     add_trace_parser(commands)
     return parser
