@@ -17,6 +17,8 @@ into a memory destination with the stream as operand a or b) or a scalar loop of
 or ``recv``/``st``. Vector instructions over memory accumulate into their destination
 (``.acc`` without a reduction) when their operand b allows it (a register or none), with
 destinations of every stride, 0 included.
+
+:data:`DEADLOCK` is the opposite, for the error paths: two cores each waiting for the other.
 """
 
 import random
@@ -27,6 +29,21 @@ from mesh.builder import MeshBuilder
 
 # Registers: r1..r10 are free for random code; r11 return address; r12 loop counter;
 # r13..r15 stream loops (address, count, value).
+# Two cores each receiving first on the color the other sends on: no progress, ever.
+DEADLOCK = """
+.mesh 2x1
+.route (0,0) color 0 from RAMP to E
+.route (1,0) color 0 from W to RAMP
+.route (1,0) color 1 from RAMP to W
+.route (0,0) color 1 from E to RAMP
+.core a (0,0)
+    recv r1, r0, 1
+    halt
+.core b (1,0)
+    recv r1, r0, 0
+    halt
+"""
+
 FREE = range(1, 11)
 LINK, LOOP, STREAM_ADDRESS, STREAM_COUNT, STREAM_VALUE = 11, 12, 13, 14, 15
 DATA_WORDS = 64            # random initial data at 0..63

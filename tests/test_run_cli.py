@@ -6,19 +6,7 @@ import pytest
 
 from wafer.cli import main
 
-DEADLOCK = """
-.mesh 2x1
-.route (0,0) color 0 from RAMP to E
-.route (1,0) color 0 from W to RAMP
-.route (1,0) color 1 from RAMP to W
-.route (0,0) color 1 from E to RAMP
-.core a (0,0)
-    recv r1, r0, 1
-    halt
-.core b (1,0)
-    recv r1, r0, 0
-    halt
-"""
+from program_cases import DEADLOCK
 
 
 def run_json(capsys, *argv):

@@ -12,21 +12,9 @@ from wafer.backends import Run
 from wafer.cli import main
 from wafer.trace import LinkUse, TraceMismatch, trace_program
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+from program_cases import DEADLOCK
 
-DEADLOCK = """
-.mesh 2x1
-.route (0,0) color 0 from RAMP to E
-.route (1,0) color 0 from W to RAMP
-.route (1,0) color 1 from RAMP to W
-.route (0,0) color 1 from E to RAMP
-.core a (0,0)
-    recv r1, r0, 1
-    halt
-.core b (1,0)
-    recv r1, r0, 0
-    halt
-"""
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def trace_json(capsys, *argv):
