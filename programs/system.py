@@ -189,19 +189,14 @@ def _cache_from_prefill(outputs, layers, heads):
     return cache
 
 
-def _prefill(model, tokens, config, kv_message=None):
-    """(plan, :class:`PrefillRun`, the prefill phase's dict) of ``tokens``; with
-    ``kv_message`` the engine stores K, V and the token as that message."""
-    plan = compile_prefill(model, tokens, config, kv_message=kv_message)
-    pre = run_prefill(plan, "emulator")
-    n = plan.config.n
-    macs = int(pre.counters.get("macs", 0))
-    return plan, pre, {
-        "cycles": pre.cycles, "prompt_tokens": len(tokens),
-        "first_token": int(pre.outputs["token"]), "phase_cycles": pre.phase_cycles,
-        "dma_bytes": plan.dma_bytes, "dram_bytes_per_cycle": round(pre.dram_bytes_per_cycle, 3),
-        "array": f"{n}x{n}", "macs": macs, "array_utilization": round(macs / (pre.cycles * n * n),
-                                                                      4)}
+def _prefill_phase(plan, cycles, issue, counters, first_token):
+    """The prefill phase's dict of an engine run of ``plan`` (its cycles, the issue cycle of
+    every command, its counters)."""
+    n, macs = plan.config.n, int(counters.get("macs", 0))
+    return {"cycles": cycles, "prompt_tokens": len(plan.tokens), "first_token": first_token,
+            "phase_cycles": _phase_cycles(plan, issue, cycles), "dma_bytes": plan.dma_bytes,
+            "dram_bytes_per_cycle": round(plan.dma_bytes / cycles, 3), "array": f"{n}x{n}",
+            "macs": macs, "array_utilization": round(macs / (cycles * n * n), 4)}
 
 
 def _laps(seconds):
@@ -305,18 +300,12 @@ def run_disaggregated(prompt, mesh="4x4", prefill_config=None, link_config=None,
 def _report(prompt, config, backend, decoder, plan, image, run, token_cycles, reference,
             seconds, rtl):
     """The :class:`SystemRun` of a finished system run (the phases split at its events)."""
-    ev, message, pcfg, lcfg = run.events, plan.kv_message, plan.config, image.link_config
+    ev, message, lcfg = run.events, plan.kv_message, image.link_config
     first = message.read_token(run.dram)
     engine = run.engine
-    n, macs = pcfg.n, int(engine.counters.get("macs", 0))
     P = ev["prefill_end"] + 1                       # through the cycle its done is seen
-    prefill = {"cycles": P, "engine_cycles": engine.cycles, "prompt_tokens": len(plan.tokens),
-               "first_token": first,
-               "phase_cycles": _phase_cycles(plan, engine.issue, engine.cycles),
-               "dma_bytes": plan.dma_bytes,
-               "dram_bytes_per_cycle": round(plan.dma_bytes / engine.cycles, 3),
-               "array": f"{n}x{n}", "macs": macs,
-               "array_utilization": round(macs / (engine.cycles * n * n), 4)}
+    prefill = {**_prefill_phase(plan, engine.cycles, engine.issue, engine.counters, first),
+               "cycles": P, "engine_cycles": engine.cycles}
     details = run.link_details
     link_cycles = ev["mesh_start"] - ev["link_start"]
     link = {"cycles": ev["mesh_start"] - ev["stage_start"],
@@ -432,8 +421,10 @@ def run_single_engine(prompt, prefill_config=None, backend="emulator", *, model=
     seconds = {}
     lap = _laps(seconds)
     _phase(progress, "prefill")
-    _, pre, prefill = _prefill(model, tokens, prefill_config or DEFAULT_CONFIG)
+    plan = compile_prefill(model, tokens, prefill_config or DEFAULT_CONFIG)
+    pre = run_prefill(plan, "emulator")
     out = pre.outputs
+    prefill = _prefill_phase(plan, pre.cycles, pre.issue, pre.counters, int(out["token"]))
     lap("prefill")
     generated = [prefill["first_token"]]
     layers, heads = len(model.layers), model.config["n_heads"]
