@@ -213,7 +213,7 @@ def _core_plan(geo, x, y, keep=True):
         a("xin_f", geo.cdw, "buffers")
     n_max = max(3 * geo.rd, geo.fr, geo.cd, geo.vr)
     a("gp", n_max, "buffers")             # GEMV partial sums on their way
-    a("gt", n_max, "buffers")             # GEMV column-form products
+    a("gt", geo.hd, "buffers")            # P V products of one slot word
     if east:
         for t in range(geo.gelu_tables):
             a(f"gelu{t}", 256, "tables")
