@@ -69,6 +69,7 @@ def _opcode_tables():
     macs = np.zeros(_NUM_OPCODES, dtype=np.uint32)
     binary = np.zeros(_NUM_OPCODES, dtype=bool)
     reducible = np.zeros(_NUM_OPCODES, dtype=bool)
+    packable = np.zeros(_NUM_OPCODES, dtype=bool)
     special = {"halt": _HALT, "ld": _LD, "st": _ST, "beq": _BRANCH, "bne": _BRANCH,
                "blt": _BRANCH, "bge": _BRANCH, "dbnz": _DBNZ, "jal": _JAL, "jr": _JR,
                "recv": _RECV, "send": _SEND, "tid": _TID}
@@ -89,10 +90,11 @@ def _opcode_tables():
         macs[code] = isa.MACS_PER_ELEMENT.get(op.name, isa.MACS_PER_SCALAR.get(op.name, 0))
         binary[code] = op.name in isa.BINARY_VECTOR
         reducible[code] = op.name in isa.REDUCIBLE
-    return cls, name, zext, macs, binary, reducible
+        packable[code] = op.name in isa.PACKABLE
+    return cls, name, zext, macs, binary, reducible, packable
 
 
-_CLASS_OF, _NAME, _ZERO_EXTEND, _MACS_OF, _BINARY, _REDUCIBLE = _opcode_tables()
+_CLASS_OF, _NAME, _ZERO_EXTEND, _MACS_OF, _BINARY, _REDUCIBLE, _PACKABLE = _opcode_tables()
 _CODE = {name: code for code, name in enumerate(_NAME) if name is not None}
 _VPACK, _VLUT, _VREQ = _CODE["vpack"], _CODE["vlut"], _CODE["vreq"]
 _OP_LSB = isa.FIELDS["op"].lsb
@@ -175,11 +177,12 @@ class CoreArray:
       ``v_d_fbase``, ``v_d_stride``, ``v_d_cidx`` the flat credit counter of dd.color or the
       sentinel), ``v_accd`` (acc without red: the result is added to the old dd[i], which R
       reads at the address X writes), ``v_rd`` and ``v_acc`` (the reduction), ``v_shift``
-      (vreq), ``v_reads`` and ``v_fins`` (SRAM reads and wavelets per element), ``v_pack``
-      (vpack's last four elements);
+      (vreq), ``v_reads`` and ``v_fins`` (SRAM reads and wavelets per element), ``v_packs``
+      (the results are packed four to a word: vpack, and vreq / vlut with pack) and
+      ``v_pack`` (the last four results, as uint32 words);
     * stages M and X: ``m_valid``, ``m_i`` (element index), ``m_a``, ``m_b`` (its operands),
       ``m_d`` (the old dd[i] when accumulating into dd), and ``x_*`` likewise (for vlut,
-      ``x_b`` is the table word).
+      ``m_b`` is rs, the index offset, and ``x_b`` the table word).
 
     A tile outside a vector instruction has v_r >= v_n and empty M and X, so its pipeline
     never moves.
@@ -266,14 +269,15 @@ class CoreArray:
         self.v_t_fbase, self.v_t_len = z64(), z64()
         self.v_dmode, self.v_d_fbase, self.v_d_stride, self.v_d_cidx = z64(), z64(), z64(), z64()
         self.v_accd = np.zeros(T, dtype=bool)
+        self.v_packs = np.zeros(T, dtype=bool)
         self.v_rd, self.v_acc, self.v_shift = z64(), z32(), z64()
         self.v_reads, self.v_fins = z32(), z32()
         self.v_pack = np.zeros((T, 4), dtype=np.uint32)
         self.m_valid, self.m_i, self.m_a, self.m_b = np.zeros(T, bool), z64(), z32(), z32()
         self.x_valid, self.x_i, self.x_a, self.x_b = np.zeros(T, bool), z64(), z32(), z32()
         self.m_d, self.x_d = z32(), z32()
-        # Tiles inside a vector instruction; of those, with a FIN source, running vpack, vlut,
-        # accumulating into dd.
+        # Tiles inside a vector instruction; of those, with a FIN source, packing results (vpack,
+        # .pack), running vlut, accumulating into dd.
         self.n_busy = self.n_fin = self.n_pack = self.n_lut = self.n_accd = 0
 
         # Outputs of the current cycle (MeshEmulator replaces them by views of its buffers).
@@ -657,18 +661,21 @@ class CoreArray:
         The operands are checked as a (3, k) block, rows dd, da, db; ``used`` says which rows
         are vector operands: dd unless reducing, da always, db when the op is binary without
         bsc (vlut's db is its table, checked separately). ``accd`` (acc without red) also reads
-        dd, on read port 1: dd must be MEM and db must not be a memory vector."""
+        dd, on read port 1: dd must be MEM and db must not be a memory vector. ``pack`` (vpack,
+        and vreq / vlut with field pack) writes dd.length = n / 4 words; it cannot go with red
+        or acc."""
         ops = w >> _OP_LSB
         field = np.stack([_field(w, "a"), _field(w, "b"), _field(w, "c")])
         bsc = _field(w, "bsc") != 0
         red = _field(w, "red") != 0
         accd = (_field(w, "acc") != 0) & ~red
-        lut, pack = ops == _VLUT, ops == _VPACK
+        lut = ops == _VLUT
+        pack = (ops == _VPACK) | (_PACKABLE[ops] & (_field(w, "pack") != 0))
         binary = _BINARY[ops]
         used = np.stack([~red, np.ones_like(red), binary & ~bsc])
 
         illegal = (((red | accd) & ~_REDUCIBLE[ops]) | (used & (field >= _NDESC)).any(axis=0)
-                   | (lut & (field[_DB] >= _NDESC)))
+                   | (lut & (field[_DB] >= _NDESC)) | (pack & (red | accd)))
         slot = tiles * _NDESC + (field & (_NDESC - 1))
         kind, base, length, stride, color = (self._desc[name][slot] for name in (
             "kind", "base", "length", "stride", "color"))
@@ -747,8 +754,8 @@ class CoreArray:
         self.v_n[tiles] = n
         self.v_r[tiles] = 0
         # Sources: memory vectors read base + i * stride; everything else the scalar slot
-        # (rs for bsc and vreq; a placeholder for FIN, replaced by the queue head, and for
-        # vlut's b, replaced by the table word).
+        # (rs for bsc, vreq and vlut, whose index offset it is; a placeholder for FIN, replaced
+        # by the queue head).
         self.v_a_fbase[tiles] = np.where(mem[_DA], origin + base[_DA], scalar)
         self.v_a_stride[tiles] = np.where(mem[_DA], stride[_DA], 0)
         self.v_a_q[tiles] = np.where(fin[_DA], queue + color[_DA], self._sentinel)
@@ -763,6 +770,7 @@ class CoreArray:
         self.v_d_stride[tiles] = np.where(mem[_DD], stride[_DD], 0)
         self.v_d_cidx[tiles] = np.where(fout_dest, queue + color[_DD], self._sentinel)
         self.v_accd[tiles] = accd
+        self.v_packs[tiles] = pack
         self.v_rd[tiles] = rd
         self.v_acc[tiles] = start
         self.v_shift[tiles] = _field(w, "imm6")
@@ -778,8 +786,8 @@ class CoreArray:
         """One cycle of every vector pipeline (section 9, "Vector instructions"), all
         conditions from the state at the start of the cycle:
 
-        1. X fires if it holds an element and, when that element sends (dd FOUT; vpack: only
-           i mod 4 = 3), the core holds a credit for dd.color; else ``stall_out``.
+        1. X fires if it holds an element and, when that element sends (dd FOUT; packing:
+           only i mod 4 = 3), the core holds a credit for dd.color; else ``stall_out``.
         2. M moves to X if it holds an element and X is empty or fires.
         3. R fires the next element (i < n) if M is empty or moves and every FIN source queue
            is non-empty; when only the queues stop it, ``stall_in``.
@@ -794,8 +802,8 @@ class CoreArray:
         exactly when M is not held."""
         xv, mv = self.x_valid, self.m_valid
         x_held = xv & (self._credit[self.v_d_cidx] == 0)     # only FOUT has a real counter
-        if self.n_pack:                                       # vpack sends every 4th
-            x_held &= ((self.x_i & 3) == 3) | (self.v_op != _VPACK)
+        if self.n_pack:                                       # packing sends every 4th
+            x_held &= ((self.x_i & 3) == 3) | ~self.v_packs
         x_fire = xv ^ x_held
         m_held = mv & x_held
         m_move = mv ^ m_held
@@ -829,7 +837,8 @@ class CoreArray:
                 old = self._sram[self.v_d_fbase[rt] + i * self.v_d_stride[rt]]
             self._row[_SRAM_READS][rt] += self.v_reads[rt]
 
-        # M -> X: vlut reads its table entry in the cycle the element moves (read port 1).
+        # M -> X: vlut reads its table entry in the cycle the element moves (read port 1), at
+        # the index of a + rs (rs held as b).
         mt = _nz(m_move)
         if mt.size:
             moved_b = self.m_b[mt]
@@ -837,7 +846,7 @@ class CoreArray:
                 lut = self.v_op[mt] == _VLUT
                 if _any(lut):
                     lt = mt[lut]
-                    index = isa.lookup_index(self.m_a[lt], self.v_t_len[lt])
+                    index = isa.lookup_index(self.m_a[lt], self.v_t_len[lt], self.m_b[lt])
                     moved_b[lut] = self._sram[self.v_t_fbase[lt] + index]
                     self._row[_SRAM_READS][lt] += 1
 
@@ -865,10 +874,9 @@ class CoreArray:
         if rt.size or mt.size or xt.size:
             self.progressed = True
 
-    def _element_results(self, xt, ops, a, b, index):
-        """Stage X's element results: ``isa.alu``, ``isa.requantize`` (b is rs, the shift
-        imm6), ``isa.pack4`` of the last four elements (meaningful at i mod 4 = 3), or the
-        table word read for vlut (held as b)."""
+    def _element_results(self, xt, ops, a, b):
+        """Stage X's element results before packing: ``isa.alu``, ``isa.requantize`` (b is rs,
+        the shift imm6), ``a`` for vpack, or the table word read for vlut (held as b)."""
         groups = self._by_opcode(ops)
         if groups[0][1] is None and groups[0][0] not in (_VLUT, _VREQ, _VPACK):
             return isa.alu(_NAME[groups[0][0]], a, b)
@@ -880,29 +888,32 @@ class CoreArray:
             elif code == _VREQ:
                 result[s] = isa.requantize(a[s], b[s], self.v_shift[xt[s]])
             elif code == _VPACK:
-                t = xt[s]
-                self.v_pack[t, index[s] & 3] = a[s]
-                packed = self.v_pack[t]
-                result[s] = isa.pack4(packed[:, 0], packed[:, 1], packed[:, 2], packed[:, 3])
+                result[s] = a[s]
             else:
                 result[s] = isa.alu(_NAME[code], a[s], b[s])
         return result
 
     def _execute(self, xt):
         """Stage X of the elements of tiles ``xt`` (which fire): the element result (plus the
-        old dd[i] read in R when accumulating into dd), then the write to
-        ``sram[dd.base + j * stride]`` (j = i, or i / 4 for vpack, which writes or sends only
-        at i mod 4 = 3), the send on dd.color, or the reduction (add mod 2^32 or signed max);
-        counts elements and MACs; retires the instruction when this is its last element, a
-        reduction writing rd."""
+        old dd[i] read in R when accumulating into dd; packed by ``isa.pack4`` with the three
+        before it when packing, meaningful at i mod 4 = 3), then the write to
+        ``sram[dd.base + j * stride]`` (j = i, or i / 4 when packing, which writes or sends
+        only at i mod 4 = 3), the send on dd.color, or the reduction (add mod 2^32 or signed
+        max); counts elements and MACs; retires the instruction when this is its last element,
+        a reduction writing rd."""
         index = self.x_i[xt]
         ops = self.v_op[xt]
-        result = self._element_results(xt, ops, self.x_a[xt], self.x_b[xt], index)
+        result = self._element_results(xt, ops, self.x_a[xt], self.x_b[xt])
         if self.n_accd:
             result = np.where(self.v_accd[xt], result + self.x_d[xt], result)
         mode = self.v_dmode[xt]
         if self.n_pack:
-            pack = ops == _VPACK
+            pack = self.v_packs[xt]
+            if _any(pack):
+                t = xt[pack]
+                self.v_pack[t, index[pack] & 3] = result[pack]
+                lanes = self.v_pack[t]
+                result[pack] = isa.pack4(lanes[:, 0], lanes[:, 1], lanes[:, 2], lanes[:, 3])
             word = np.where(pack, index >> 2, index)
             mode = np.where(pack & ((index & 3) != 3), -1, mode)    # no word complete yet
         else:
@@ -945,7 +956,7 @@ class CoreArray:
         self.n_busy -= t.size
         self.n_fin -= np.count_nonzero((self.v_a_q[t] != self._sentinel)
                                        | (self.v_b_q[t] != self._sentinel))
-        self.n_pack -= np.count_nonzero(ops == _VPACK)
+        self.n_pack -= np.count_nonzero(self.v_packs[t])
         self.n_lut -= np.count_nonzero(ops == _VLUT)
         self.n_accd -= np.count_nonzero(self.v_accd[t])
         self._retire(t, self.pc[t] + 1)
@@ -963,7 +974,7 @@ class CoreArray:
             if self.v_busy[tile]:
                 cidx = int(self.v_d_cidx[tile])
                 must_send = cidx != self._sentinel and (
-                    self.v_op[tile] != _VPACK or self.x_i[tile] % 4 == 3)
+                    not self.v_packs[tile] or self.x_i[tile] % 4 == 3)
                 if self.x_valid[tile] and must_send and self._credit[cidx] == 0:
                     found.append(Waiting(tile, pc, cidx - tile * C, "credit"))
                 if self.v_r[tile] < self.v_n[tile]:

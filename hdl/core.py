@@ -329,7 +329,8 @@ class Core(wiring.Component):
         vec = cls == InstrClass.VECTOR
         src_b, dst, lut, pack = ctrl.v_src_b, ~ctrl.red, ctrl.v_lut, ctrl.v_pack
         acc_dest = dst & ctrl.acc      # acc without red: dd[i] += result, dd read on port 1
-        # ILLEGAL: the decoder's checks, and acc (like red) on vpack / vlut.
+        # ILLEGAL: the decoder's checks, and acc (like red) on vpack / vlut or with pack (pack is
+        # vpack, or vreq / vlut with field pack).
         illegal = ctrl.illegal | (vec & acc_dest & (lut | pack))
         n = da.length
         pc_range = pc >= cfg.imem_words

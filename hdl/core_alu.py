@@ -40,8 +40,9 @@ class AluOp(enum.Enum, shape=5):
     REQ = 22
 
 
-# The operation of every instruction that uses the ALU, by instruction name. vpack and vlut
-# compute their results in the vector pipeline (they only pass ``a`` through the ALU).
+# The operation of every instruction that uses the ALU, by instruction name. vpack passes ``a``
+# through (the vector pipeline packs it, as it packs vreq's and vlut's results with pack); vlut's
+# result is the table word the vector pipeline reads.
 ALU_OPS = {
     **{name: AluOp[name.upper()] for name in
        ("add", "sub", "mul", "mulh", "and", "or", "xor", "sll", "srl", "sra", "slt", "sltu",

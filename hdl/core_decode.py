@@ -84,10 +84,11 @@ ControlLayout = data.StructLayout({
     "bsc": 1, "acc": 1, "red": 1, "max": 1,
     # Vector instructions.
     "v_src_b": 1,      # db is a vector source (a binary op without bsc)
-    "v_b_rs": 1,       # operand b is register rs (a binary op with bsc, or vreq)
+    "v_b_rs": 1,       # operand b is register rs (a binary op with bsc; vreq: the multiplier;
+    #                    vlut: the index offset)
     "v_uses_db": 1,    # field c names a descriptor (a vector source or the vlut table)
     "v_lut": 1,
-    "v_pack": 1,
+    "v_pack": 1,       # results packed four to a word: vpack, or vreq / vlut with field pack
     "v_macs": 3,       # MACs per element
 })
 
@@ -103,8 +104,9 @@ class Decoder(wiring.Component):
     ``ctrl.illegal`` is the ``ILLEGAL`` trap check of section 9 (a reserved opcode; a descriptor
     field above 7: the ``d`` of a descriptor set-up instruction, ``da``, ``dd`` when not
     reducing, ``db`` when it names a descriptor; a ``tid`` selector other than 0..3; ``red`` on
-    ``vpack`` or ``vlut``). Every other field is decoded whatever the opcode; fields that an
-    instruction does not use are ignored by the core.
+    ``vpack`` or ``vlut``, or with ``pack`` on ``vreq``). Every other field is decoded whatever
+    the opcode; fields that an instruction does not use are ignored by the core. Bit 9 is
+    ``bsc`` (``ctrl.bsc``) or, on ``vreq`` and ``vlut``, ``pack`` (in ``ctrl.v_pack``).
 
     Members
     -------
@@ -154,12 +156,15 @@ class Decoder(wiring.Component):
                         m.d.comb += ctrl.illegal.eq(imm18 > len(isa.TID_SELECTORS) - 1)
                     if cls is InstrClass.VECTOR:
                         binary = op.name in isa.BINARY_VECTOR
-                        lut, pack = op.name == "vlut", op.name == "vpack"
+                        lut = op.name == "vlut"
+                        # Packing: always on vpack; on vreq and vlut when bit 9 (pack) is set.
+                        pack = (_field(word, "pack") if op.name in isa.PACKABLE
+                                else op.name == "vpack")
                         src_b = binary & ~f["bsc"]
                         uses_db = src_b | lut
                         m.d.comb += [
                             ctrl.v_src_b.eq(src_b),
-                            ctrl.v_b_rs.eq(f["bsc"] if binary else op.name == "vreq"),
+                            ctrl.v_b_rs.eq(f["bsc"] if binary else op.name in ("vreq", "vlut")),
                             ctrl.v_uses_db.eq(uses_db),
                             ctrl.v_lut.eq(lut),
                             ctrl.v_pack.eq(pack),
@@ -168,6 +173,8 @@ class Decoder(wiring.Component):
                         bad_field = f["b"][3] | (~f["red"] & f["a"][3]) | (uses_db & f["c"][3])
                         if op.name not in isa.REDUCIBLE:
                             bad_field |= f["red"]
+                        if op.name in isa.PACKABLE:
+                            bad_field |= pack & f["red"]     # (acc: hdl.Core's check)
                         m.d.comb += ctrl.illegal.eq(bad_field)
             with m.Default():
                 m.d.comb += [ctrl.reserved.eq(1), ctrl.illegal.eq(1)]

@@ -22,8 +22,8 @@ VectorSetup = data.StructLayout({
     "d_fout": 1,          # ... or a fabric output stream (both 0 when reducing)
     "d_acc": 1,           # acc without red: X writes old dd[i] + result, the old dd[i] read
     #                       in R on port 1 (d_mem is set, b_mem is not)
-    "pack": 1,            # vpack: 4 elements per destination word
-    "lut": 1,             # vlut: the result is the table word at db.base + lookup_index(a)
+    "pack": 1,            # 4 results per destination word (vpack, vreq / vlut with pack)
+    "lut": 1,             # vlut: the result is the table word at db.base + lookup_index(a, rs)
     "max": 1,             # a reduction combines with signed max instead of add
     "a_base": 16, "a_stride": signed(16),
     "b_base": 16, "b_stride": signed(16),
@@ -46,13 +46,17 @@ class VectorPipeline(wiring.Component):
        (``send``) or combines it into the accumulator. An element that must send and has no
        credit counts ``stall_out``.
     2. M *moves* to X if it holds an element and X is empty or fires; for ``vlut`` that issues
-       the table read on port 1.
+       the table read on port 1, at the index of a + rs (``setup.b_rs`` is set: rs is b).
     3. R *fires* the next element (i < n) if M is empty or moves and every fabric input source
        queue is non-empty (``a_ready``, ``b_ready``): it issues the memory reads (port 0 for a,
        port 1 for b, or for dd[i] with ``setup.d_acc``) or takes the queue heads (``pop_a``,
        ``pop_b``). If only the queues stop it, the cycle counts ``stall_in``. With
        ``setup.d_acc`` the old dd[i] travels with the element to X, which writes it plus the
        result.
+
+    The element's result is the table word (``vlut``) or the ALU's result (``vpack`` uses
+    ``MOV``). With ``setup.pack`` its low byte is lane i mod 4 of the destination word, which
+    X writes or sends when i mod 4 = 3 (the three lanes before are kept in ``packed``).
 
     The instruction retires in the cycle its last element fires in X (``retire``);
     ``red_result`` is then the reduction's final value. The SRAM read ports must hold their
@@ -159,13 +163,14 @@ class VectorPipeline(wiring.Component):
         x_last_of_word = ~s.pack | (x_lane == 3)
         x_sends = Signal()
         x_fire = Signal()
-        result = Signal(WORD)
+        value = Signal(WORD)     # the element's result, before packing or accumulating
+        result = Signal(WORD)    # what X writes, sends or reduces
         m.d.comb += [
             x_sends.eq(s.d_fout & x_last_of_word),
             x_fire.eq(self.enable & x_valid & (~x_sends | self.credit)),
-            result.eq(Mux(s.lut, self.rdata1,
-                          Mux(s.pack, Cat(packed, x_a[:8]),
-                              Mux(s.d_acc, self.alu_result + x_old, self.alu_result)))),
+            value.eq(Mux(s.lut, self.rdata1, self.alu_result)),
+            result.eq(Mux(s.pack, Cat(packed, value[:8]),
+                          Mux(s.d_acc, value + x_old, value))),
             self.alu_a.eq(x_a),
             self.alu_b.eq(x_b),
         ]
@@ -191,10 +196,14 @@ class VectorPipeline(wiring.Component):
             m_b.eq(Mux(s.b_rs, self.rs, Mux(s.b_mem, self.rdata1, m_fin_b))),
             m_move.eq(self.enable & m_valid & (~x_valid | x_fire)),
         ]
-        # vlut: table index = clamp(a as signed, 0, length - 1).
+        # vlut: table index = clamp((a + rs) mod 2^32 as signed, 0, length - 1); b is rs.
+        lut_a = Signal(WORD)
         index = Signal(16)
-        m.d.comb += index.eq(Mux(m_a.as_signed() < 0, 0,
-                                 Mux(m_a >= s.lut_length, s.lut_length - 1, m_a[:16])))
+        m.d.comb += [
+            lut_a.eq(m_a + m_b),
+            index.eq(Mux(lut_a.as_signed() < 0, 0,
+                         Mux(lut_a >= s.lut_length, s.lut_length - 1, lut_a[:16]))),
+        ]
 
         # R.
         r_has = Signal()
@@ -261,7 +270,7 @@ class VectorPipeline(wiring.Component):
             with m.Switch(x_lane):
                 for lane in range(3):
                     with m.Case(lane):
-                        m.d.sync += packed[8 * lane:8 * lane + 8].eq(x_a[:8])
+                        m.d.sync += packed[8 * lane:8 * lane + 8].eq(value[:8])
         with m.If(self.retire):
             m.d.sync += [self.busy.eq(0), r_index.eq(0)]
         return m

@@ -22,10 +22,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .builder import (AssemblyError, CoreBuilder, Location, MeshBuilder, parse_descriptor,
-                      parse_register)
+from .builder import (AssemblyError, CoreBuilder, Location, MeshBuilder, operand_count,
+                      parse_descriptor, parse_register)
 from .config import ConfigError, MeshConfig
-from .isa import BY_NAME, REDUCIBLE, EncodingError, Group, disassemble, encode
+from .isa import BY_NAME, PACKABLE, REDUCIBLE, EncodingError, Group, disassemble, encode
 from .ports import Port
 from .program import HALT_ONLY
 from .routes import RouteError
@@ -68,7 +68,8 @@ _CONFIG_KEYS = tuple(f.name for f in dataclasses.fields(MeshConfig)
 _REGISTER_OPERANDS = {"rd", "rs", "ra", "rb"}
 _DESCRIPTOR_OPERANDS = {"d", "dd", "da", "db"}
 _IMMEDIATE_FIELDS = {"imm": "imm18", "shift": "imm6", "target": "imm14"}
-_SUFFIXES = ("sum", "max", "acc")
+_SUFFIXES = ("sum", "max", "acc", "pack")
+_PACKABLE = " and ".join(sorted(PACKABLE, key=lambda name: BY_NAME[name].code))
 _WORD_RANGE = (-(1 << 31), (1 << 32) - 1)
 
 _TOKEN_RE = re.compile(r"""
@@ -874,9 +875,10 @@ class _Assembler:
         if opcode is None:
             choices = list(BY_NAME) + list(PSEUDO_INSTRUCTIONS)
             self.error(head, f"unknown instruction {head.text!r}{self.suggest(base, choices)}")
-        reduce, acc = self.suffixes(head, opcode, base, suffixes)
-        syntax = [t.strip() for t in opcode.syntax.split(",")] if opcode.syntax else []
-        self.check_count(head, statement, operands, syntax, opcode.syntax)
+        reduce, acc, pack = self.suffixes(head, opcode, base, suffixes)
+        syntax = list(opcode.operands)
+        self.check_count(head, statement, operands, syntax, opcode.syntax,
+                         least=opcode.required, count=operand_count(opcode))
         args = []
         for token_name, (tokens, end) in zip(syntax, operands):
             if token_name == "imm(ra)":
@@ -898,19 +900,30 @@ class _Assembler:
             else:
                 args.append(self.immediate(tokens, end, core, base,
                                            _IMMEDIATE_FIELDS[token_name], token_name))
-        core.builder.emit(base, *args, reduce=reduce, acc=acc, location=head.location)
+        core.builder.emit(base, *args, reduce=reduce, acc=acc, pack=pack,
+                          location=head.location)
 
     def suffixes(self, head, opcode, base, suffixes):
-        """reduce ("sum", "max" or None) and acc from the suffixes of a mnemonic (.acc alone:
-        accumulate into the destination descriptor)."""
-        reduce, acc = None, False
+        """reduce ("sum", "max" or None), acc and pack from the suffixes of a mnemonic (.acc
+        alone: accumulate into the destination descriptor; .pack: vreq and vlut pack their
+        results four to a word)."""
+        reduce, acc, pack = None, False, False
         for suffix in suffixes:
             if opcode.group is not Group.VECTOR:
                 self.error(head, f"{base} takes no suffix: only vector instructions take .sum, "
-                                 f".max or .acc")
+                                 f".max, .acc or .pack")
             if suffix not in _SUFFIXES:
-                self.error(head, f"unknown suffix '.{suffix}' of {base}: expected .sum, .max "
-                                 f"or .acc")
+                self.error(head, f"unknown suffix '.{suffix}' of {base}: expected .sum, .max, "
+                                 f".acc or .pack")
+            if suffix == "pack":
+                if base not in PACKABLE:
+                    what = "always packs" if base == "vpack" else "cannot pack"
+                    self.error(head, f"{base} {what}, so it takes no .pack (.pack is for "
+                                     f"{_PACKABLE})")
+                if pack:
+                    self.error(head, "'.pack' is given twice")
+                pack = True
+                continue
             if base not in REDUCIBLE:
                 if suffix == "acc":
                     self.error(head, f"{base} cannot reduce or accumulate, so it takes no .acc")
@@ -924,14 +937,19 @@ class _Assembler:
                                  f".max")
             else:
                 reduce = suffix
-        return reduce, acc
+        if pack and (reduce is not None or acc):
+            self.error(head, f"'.pack' cannot go with '.{reduce or 'acc'}': a packed word is "
+                             f"written or sent whole, not reduced or accumulated")
+        return reduce, acc, pack
 
-    def check_count(self, head, statement, operands, syntax, text):
-        if len(operands) == len(syntax):
+    def check_count(self, head, statement, operands, syntax, text, least=None, count=None):
+        """The number of operands is len(syntax), or from ``least`` to it (optional ones)."""
+        least = len(syntax) if least is None else least
+        if least <= len(operands) <= len(syntax):
             return
         where = operands[len(syntax)][0][0] if len(operands) > len(syntax) else statement.end
-        self.error(where, f"{head.text} takes {len(syntax)} operand(s) ({text or 'none'}), "
-                          f"not {len(operands)}")
+        self.error(where, f"{head.text} takes {count or len(syntax)} operand(s) "
+                          f"({text or 'none'}), not {len(operands)}")
 
     def single(self, tokens, what):
         if len(tokens) != 1 or tokens[0].kind != "name":
@@ -1126,7 +1144,9 @@ branch targets as labels or absolute addresses. A vector instruction takes `.sum
 to reduce into a register, plus `.acc` to start from that register (`vdot4.sum.acc r1, d0,
 d1`); `.acc` alone adds each result to the destination vector: `vdot4.acc d2, d0, r3` does
 d2[i] += dot4(d0[i], r3). Its operand `db|rs` is a descriptor (`vadd d2, d0, d1`) or a
-register, the same scalar for every element (`vadd d2, d0, r3`).
+register, the same scalar for every element (`vadd d2, d0, r3`). `vreq` and `vlut` take
+`.pack` to pack their results four to a word as `vpack` does (`vreq.pack d1, d0, r2, 7`), and
+`vlut` an optional last operand, the register added to every index (`vlut d2, d0, d1, r3`).
 
 **Pseudo-instructions** (builder methods):
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .config import ConfigError
-from .isa import (BY_NAME, NUM_DESCRIPTORS, NUM_REGISTERS, REDUCIBLE,
+from .isa import (BY_NAME, NUM_DESCRIPTORS, NUM_REGISTERS, PACKABLE, REDUCIBLE,
                   EncodingError, Format, OPCODES, encode)
 from .program import CoreImage, MeshProgram
 from .routes import RouteTable
@@ -73,15 +73,24 @@ _TOKEN_FIELDS = {
 _REGISTER_TOKENS = {"rd", "rs", "ra", "rb"}
 _DESCRIPTOR_TOKENS = {"d", "dd", "da", "db"}
 REDUCTIONS = ("sum", "max")
+_PACKABLE = " and ".join(sorted(PACKABLE, key=lambda name: BY_NAME[name].code))
 
 
-def operand_names(opcode):
+def operand_names(opcode, optional=True):
     """The operand names of ``opcode`` in builder order: assembly order with a memory operand
-    ``imm(ra)`` as two, e.g. ``ld`` takes ['rd', 'imm', 'ra']."""
+    ``imm(ra)`` as two, e.g. ``ld`` takes ['rd', 'imm', 'ra']; optional operands (``rs`` of
+    ``vlut dd, da, db[, rs]``) only with ``optional``."""
     names = []
-    for token in (t.strip() for t in opcode.syntax.split(",")) if opcode.syntax else ():
+    tokens = opcode.operands if optional else opcode.operands[:opcode.required]
+    for token in tokens:
         names.extend(["imm", "ra"] if token == "imm(ra)" else [token])
     return names
+
+
+def operand_count(opcode):
+    """How many operands ``opcode`` takes, as text for error messages: '3', or '3 or 4'."""
+    least, most = len(operand_names(opcode, optional=False)), len(operand_names(opcode))
+    return str(most) if least == most else f"{least} or {most}"
 
 
 def parse_register(value, what="register"):
@@ -192,18 +201,20 @@ class CoreBuilder:
 
     # Instructions ----------------------------------------------------------------------------
 
-    def emit(self, name, *operands, reduce=None, acc=False, location=None):
-        """Append instruction ``name`` with ``operands`` in assembly order. ``reduce`` ("sum" or
-        "max") and ``acc`` apply to vector instructions (see docs/ISA.md): ``acc`` with
-        ``reduce`` starts the reduction from rd, ``acc`` alone adds every result to the old
-        dd[i] (dd a memory vector, operand b not one: the core checks that at run time)."""
+    def emit(self, name, *operands, reduce=None, acc=False, pack=False, location=None):
+        """Append instruction ``name`` with ``operands`` in assembly order (optional operands
+        may be left out: they are zero). ``reduce`` ("sum" or "max"), ``acc`` and ``pack``
+        apply to vector instructions (see docs/ISA.md): ``acc`` with ``reduce`` starts the
+        reduction from rd, ``acc`` alone adds every result to the old dd[i] (dd a memory
+        vector, operand b not one: the core checks that at run time); ``pack`` (vreq, vlut)
+        packs the results' low bytes four to a word of dd, as vpack does."""
         location = location or self._here()
         opcode = BY_NAME.get(name)
         if opcode is None:
             raise AssemblyError(location, f"unknown instruction {name!r}")
         names = operand_names(opcode)
-        if len(operands) != len(names):
-            raise AssemblyError(location, f"{name} takes {len(names)} operand(s) "
+        if not len(operand_names(opcode, optional=False)) <= len(operands) <= len(names):
+            raise AssemblyError(location, f"{name} takes {operand_count(opcode)} operand(s) "
                                           f"({opcode.syntax or 'none'}), not {len(operands)}")
         fields, symbolic = {}, {}
         token_fields = _TOKEN_FIELDS[opcode.format]
@@ -223,6 +234,14 @@ class CoreBuilder:
                 raise AssemblyError(location, f"{name} cannot accumulate into its destination "
                                               f"(acc is allowed where a reduction is)")
             fields["acc"] = 1
+        if pack:
+            if name not in PACKABLE:
+                what = "always packs" if name == "vpack" else "cannot pack"
+                raise AssemblyError(location, f"{name} {what}: pack is for {_PACKABLE}")
+            if reduce is not None or acc:
+                raise AssemblyError(location, f"{name}: pack cannot go with reduce or acc (a "
+                                              f"packed word is written or sent whole)")
+            fields["pack"] = 1
         for token, value in zip(names, operands):
             try:
                 self._operand(opcode, token, value, token_fields, fields, symbolic,
@@ -388,8 +407,9 @@ def _is_register(value):
 
 
 def _method(opcode):
-    def method(self, *operands, reduce=None, acc=False, location=None):
-        return self.emit(opcode.name, *operands, reduce=reduce, acc=acc, location=location)
+    def method(self, *operands, reduce=None, acc=False, pack=False, location=None):
+        return self.emit(opcode.name, *operands, reduce=reduce, acc=acc, pack=pack,
+                         location=location)
     method.__name__ = _method_name(opcode.name)
     method.__doc__ = (f"``{opcode.name} {opcode.syntax}``: {opcode.semantics} "
                       f"Cycles: {opcode.cycles}.")

@@ -4,7 +4,8 @@ from this module by :func:`isa_markdown` and checked against it by a test).
 
 Every instruction is one 32-bit word. The opcode is bits [31:26]; the other fields depend on the
 format (:class:`Format`). Fields that a format does not use must be zero (the assembler writes
-zeros; the core ignores them).
+zeros; the core ignores them). One bit has two names: bit 9 of the vector format is field ``bsc``
+on most vector instructions and field ``pack`` on vreq and vlut (:attr:`Opcode.fields`).
 
 Arithmetic is integer only. :func:`alu` and the other functions at the end of this module are the
 reference semantics, written over numpy arrays of uint32 so that the emulator can apply them to
@@ -68,7 +69,10 @@ FIELDS = {f.name: f for f in [
     Field("imm18", 0, 18, signed=True, doc="immediate (sign-extended; zero-extended for "
                                             "andi, ori, xori, lui)"),
     Field("imm14", 0, 14, doc="branch target: absolute instruction address"),
-    Field("bsc", 9, 1, doc="vector: operand B is register rs, the same value for every element"),
+    Field("bsc", 9, 1, doc="vector: operand B is register rs, the same value for every element "
+                           "(bit 9 is `pack` on vreq and vlut)"),
+    Field("pack", 9, 1, doc="vreq, vlut: pack the results' low bytes four to a word of dd, as "
+                            "vpack does (the bit of `bsc`, which these two do not have)"),
     Field("acc", 8, 1, doc="vector: with red, start the reduction from rd instead of the "
                            "identity; without red, add each result to the old dd[i]"),
     Field("red", 7, 1, doc="vector: reduce the results into register rd instead of writing dd"),
@@ -86,7 +90,7 @@ class Format(enum.Enum):
     J = ("rd, target", ("a", "imm14"))
     D = ("d, ra, imm18", ("a", "b", "imm18"))
     V = ("dd|rd, da, db|rs, flags, imm6", ("a", "b", "c", "d", "bsc", "acc", "red", "max",
-                                           "imm6"))
+                                           "imm6"))   # bsc is pack on vreq, vlut (Opcode.fields)
 
     def __init__(self, layout, fields):
         self.layout = layout
@@ -114,6 +118,28 @@ class Opcode:
     semantics: str       # what it does, in one or two sentences
     cycles: str          # cycle timing (docs/ARCHITECTURE.md section 9 defines the terms)
     zero_extend: bool = False   # imm18 is zero-extended instead of sign-extended
+    packs: bool = False  # bit 9 is field pack (results packed as by vpack) instead of bsc
+
+    @property
+    def fields(self):
+        """The fields of this instruction's words: its format's, bit 9 named ``pack`` instead of
+        ``bsc`` on the instructions that may pack their results (vreq, vlut)."""
+        if self.packs:
+            return tuple("pack" if name == "bsc" else name for name in self.format.fields)
+        return self.format.fields
+
+    @property
+    def operands(self):
+        """The operand names of :attr:`syntax`, optional ones (in brackets, at the end)
+        included: ``vlut`` has ('dd', 'da', 'db', 'rs')."""
+        required, _, optional = self.syntax.partition("[")
+        return tuple(t.strip() for t in (required + optional.rstrip("]")).split(",")
+                     if t.strip())
+
+    @property
+    def required(self):
+        """How many of :attr:`operands` must be given (the others are zero when left out)."""
+        return len([t for t in self.syntax.partition("[")[0].split(",") if t.strip()])
 
 
 _ONE = "1"
@@ -244,13 +270,16 @@ OPCODES = [
            "per element.", _VEC),
     Opcode("vreq", 0x3D, Format.V, Group.VECTOR, "dd, da, rs, shift",
            "Requantize: dd[i] = saturate8(round(a[i] * rs / 2^shift)) as a sign-extended "
-           "int32, rounding half up (see requantize). Counts 1 MAC.", _VEC),
+           "int32, rounding half up (see requantize). Counts 1 MAC. `.pack` packs the results "
+           "four to a word, as vpack.", _VEC, packs=True),
     Opcode("vpack", 0x3E, Format.V, Group.VECTOR, "dd, da",
            "dd[j] = the low bytes of a[4j], a[4j+1], a[4j+2], a[4j+3] packed as int8 lanes "
            "0..3 (dd.length must be n / 4, and n a multiple of 4).", _VEC),
-    Opcode("vlut", 0x3F, Format.V, Group.VECTOR, "dd, da, db",
-           "Table lookup: dd[i] = sram[db.base + clamp(a[i], 0, db.length - 1)] (db is a "
-           "memory vector: the table; its stride is not used).", _VEC),
+    Opcode("vlut", 0x3F, Format.V, Group.VECTOR, "dd, da, db[, rs]",
+           "Table lookup: dd[i] = sram[db.base + clamp(a[i] + rs, 0, db.length - 1)], a[i] + rs "
+           "taken mod 2^32 as a signed integer (rs is r0 when left out; db is a memory "
+           "vector: the table; its stride is not used). `.pack` packs the results four to a "
+           "word, as vpack.", _VEC, packs=True),
 ]
 
 BY_NAME = {op.name: op for op in OPCODES}
@@ -263,6 +292,9 @@ BINARY_VECTOR = frozenset(op.name for op in OPCODES
 # accumulate into their destination (acc without red: dd[i] += result[i]).
 REDUCIBLE = frozenset(op.name for op in OPCODES
                       if op.group is Group.VECTOR and op.name not in ("vpack", "vlut"))
+# Vector instructions that may pack their results (field pack, bit 9): dd[j] gets the low bytes
+# of results 4j..4j+3, as vpack packs its elements.
+PACKABLE = frozenset(op.name for op in OPCODES if op.packs)
 # Multiply-accumulates counted per element.
 MACS_PER_ELEMENT = {"vdot4": 4, "vmul8": 4, "vmul": 1, "vreq": 1}
 MACS_PER_SCALAR = {"mul": 1, "mulh": 1}
@@ -280,7 +312,7 @@ class TrapCause(enum.IntEnum):
     the instruction has no effect, and the core halts with ``trap_cause`` and ``trap_pc`` set."""
     NONE = 0
     ILLEGAL = 1        # reserved opcode, descriptor field > 7, tid selector > 3, red or acc on
-    #                    vpack/vlut
+    #                    vpack/vlut or with pack
     PC_RANGE = 2       # pc outside the instruction memory
     SRAM_RANGE = 3     # a load, store, memory vector or table outside the SRAM
     NO_ROUTE = 4       # a color >= colors, or one the router never delivers to / takes from the core
@@ -344,7 +376,12 @@ def encode(name, **fields):
         raise EncodingError(f"unknown instruction {name!r}")
     word = op.code << FIELDS["op"].lsb
     for key, value in fields.items():
-        if key not in op.format.fields:
+        if key not in op.fields:
+            other = [f for f in op.fields if key in FIELDS
+                     and (FIELDS[f].lsb, FIELDS[f].width) == (FIELDS[key].lsb, FIELDS[key].width)]
+            if other:
+                raise EncodingError(f"{name}: field {key!r} is not part of {name}: its bit "
+                                    f"{FIELDS[key].lsb} is field {other[0]!r}")
             raise EncodingError(f"{name}: field {key!r} is not part of format {op.format.name}")
         field = FIELDS[key]
         low, high = field.limits()
@@ -364,7 +401,7 @@ def decode(word):
     if op is None:
         return None
     values = {}
-    for key in op.format.fields:
+    for key in op.fields:
         field = FIELDS[key]
         if key == "imm18" and op.zero_extend:
             values[key] = word & field.mask
@@ -412,12 +449,16 @@ def disassemble(word):
         name += ".max" if f["max"] else ".sum"
     if f["acc"]:
         name += ".acc"        # with .sum/.max: start from rd; alone: dd[i] += result
+    if f.get("pack"):
+        name += ".pack"       # vreq, vlut: four results to a word of dd, as vpack
     dest = r(f["a"]) if f["red"] else d(f["a"])
     operands = [dest, d(f["b"])]
     if op.name == "vreq":
         operands += [r(f["d"]), str(f["imm6"])]
     elif op.name == "vlut":
         operands.append(d(f["c"]))
+        if f["d"]:
+            operands.append(r(f["d"]))      # the index offset rs (r0 when left out)
     elif op.name in BINARY_VECTOR:
         operands.append(r(f["d"]) if f["bsc"] else d(f["c"]))
     return f"{name} {', '.join(operands)}"
@@ -554,13 +595,16 @@ def requantize(a, multiplier, shift):
 
 
 def pack4(a0, a1, a2, a3):
-    """vpack's output word: the low bytes of four elements as lanes 0..3."""
+    """A packed output word (vpack, and vreq / vlut with pack): the low bytes of four results
+    as lanes 0..3."""
     return _pack_lanes(np.stack([_s32(v) for v in (a0, a1, a2, a3)], axis=-1))
 
 
-def lookup_index(a, table_length):
-    """vlut's table index: clamp(a as signed, 0, table_length - 1)."""
-    return np.clip(_s32(a), 0, np.asarray(table_length, dtype=np.int64) - 1)
+def lookup_index(a, table_length, offset=0):
+    """vlut's table index: clamp(s32((a + offset) mod 2^32), 0, table_length - 1), where
+    ``offset`` is register rs (r0, zero, when the assembly leaves it out)."""
+    index = _s32(_u32(_word(a).astype(np.int64) + _word(offset).astype(np.int64)))
+    return np.clip(index, 0, np.asarray(table_length, dtype=np.int64) - 1)
 
 
 # docs/ISA.md ------------------------------------------------------------------------------------
@@ -576,7 +620,8 @@ KIND_TEXT = {
 
 TRAP_WHEN = {
     TrapCause.ILLEGAL: "a reserved opcode; a descriptor field (dd, da, db) above 7; a `tid` "
-                       "selector above 3; `red` or `acc` set on `vpack` or `vlut`",
+                       "selector above 3; `red` or `acc` set on `vpack` or `vlut`, or "
+                       "together with `pack` on `vreq`",
     TrapCause.PC_RANGE: "`pc` >= `imem_words`",
     TrapCause.SRAM_RANGE: "a `ld`/`st` address outside the SRAM; a memory vector whose first or "
                           "last element is outside it; a `vlut` table whose last word is "
@@ -586,7 +631,8 @@ TRAP_WHEN = {
                         ">= `colors` or whose route does not accept RAMP",
     TrapCause.OPERAND: "a FOUT source; a FIN destination (not reducing); a `vlut` table that is "
                        "not MEM or is empty; an operand or destination whose length differs "
-                       "from da.length (n / 4 for the `vpack` destination); two FIN sources "
+                       "from da.length (for the destination of `vpack` or of a `.pack` "
+                       "instruction: n / 4, with n a multiple of 4); two FIN sources "
                        "on the same color; `acc` without `red` (accumulate into dd) when dd is "
                        "not MEM or operand b is a memory vector",
 }
@@ -607,12 +653,15 @@ def _table(header, rows):
 def _layout(fmt):
     """The bit layout of a format, most significant field first, unused bits shown as 0."""
     used = sorted((FIELDS[name] for name in ("op",) + fmt.fields), key=lambda f: -f.msb)
+    # A field some instructions of the format name otherwise (bit 9: bsc, or pack) shows both.
+    names = {name: "/".join(dict.fromkeys(op.fields[k] for op in OPCODES if op.format is fmt))
+             for k, name in enumerate(fmt.fields)}
     parts, bit = [], WORD_BITS - 1
     for field in used:
         if field.msb < bit:
             parts.append(f"0[{bit}:{field.msb + 1}]")
         span = f"{field.msb}:{field.lsb}" if field.width > 1 else f"{field.lsb}"
-        parts.append(f"{field.name}[{span}]")
+        parts.append(f"{names.get(field.name, field.name)}[{span}]")
         bit = field.lsb - 1
     if bit >= 0:
         parts.append(f"0[{bit}:0]" if bit else "0[0]")
@@ -677,6 +726,8 @@ def isa_markdown():
     add("## Vector suffixes and operands\n")
     reducible = ", ".join(f"`{name}`" for name in sorted(REDUCIBLE, key=lambda n: BY_NAME[n].code))
     binary = ", ".join(f"`{name}`" for name in sorted(BINARY_VECTOR, key=lambda n: BY_NAME[n].code))
+    packable = " and ".join(f"`{name}`" for name in sorted(PACKABLE,
+                                                            key=lambda n: BY_NAME[n].code))
     add(f"* **Scalar operand.** In {binary}, operand `db|rs` is either a descriptor (`vadd d2, "
         f"d0, d1`) or a register, the same value for every element (`vadd d2, d0, r3`: field "
         f"`bsc` set, the register in field `d`).\n"
@@ -695,6 +746,18 @@ def isa_markdown():
         f"R cycle, so with a destination of stride 0 element i does not see the writes of "
         f"elements i - 1 and i - 2 unless R waited for a wavelet (docs/ARCHITECTURE.md "
         f"section 9).\n"
+        f"* **Pack.** `.pack` (field `pack`, bit 9, which is `bsc` on the other vector "
+        f"instructions) on {packable} packs the results as `vpack` packs its elements: "
+        f"dd[j] = the low bytes of results 4j, 4j+1, 4j+2, 4j+3 as int8 lanes 0..3, written "
+        f"(or sent) when element 4j+3 completes; dd.length must be n / 4 and n a multiple of "
+        f"4. The cycles are those of the plain instruction: n elements, n / 4 writes or "
+        f"wavelets. `vreq.pack d1, d0, r2, 7` requantizes to int8 and packs in one pass. "
+        f"`.pack` cannot go with `.sum`, `.max` or `.acc` (ILLEGAL). `vpack` is the same "
+        f"packing of the elements themselves.\n"
+        f"* **Table offset.** `vlut dd, da, db, rs` adds register rs (field `d`) to every index "
+        f"before the clamp: index = clamp(s32((a[i] + rs) mod 2^32), 0, db.length - 1). Left "
+        f"out, rs is r0. A table of the 256 int8 values -128..127 stored at entries 0..255 "
+        f"is looked up with rs = 128.\n"
         "* **Multiply-accumulates** counted per element: "
         + ", ".join(f"`{name}` {n}" for name, n in MACS_PER_ELEMENT.items())
         + "; per scalar instruction: "

@@ -12,11 +12,15 @@ chosen in range, and fabric traffic is organised so that it cannot deadlock:
 
 Between phases each core runs random straight-line code, loops, forward branches, calls and
 vector instructions over memory. Each end of a stream is, at random, one vector instruction
-(``vmov``/``vadd``/``vmul``/``.sum`` reductions on a fabric descriptor, or an accumulation
-into a memory destination with the stream as operand a or b) or a scalar loop of ``ld``/``send``
-or ``recv``/``st``. Vector instructions over memory accumulate into their destination
-(``.acc`` without a reduction) when their operand b allows it (a register or none), with
-destinations of every stride, 0 included.
+(``vmov``/``vadd``/``vmul``/``.sum`` reductions on a fabric descriptor, an accumulation into a
+memory destination with the stream as operand a or b, ``vreq.pack``/``vlut.pack`` sending
+packed words, ``vlut`` of the stream with an index offset, packed or not) or a scalar loop of
+``ld``/``send`` or ``recv``/``st``. Vector instructions over memory accumulate into their
+destination (``.acc`` without a reduction) when their operand b allows it (a register or none),
+with destinations of every stride, 0 included; ``vreq`` and ``vlut`` pack their results
+(``.pack``) now and then, and ``vlut`` adds an index offset (a small one, or whatever its
+register holds). A quarter of the initial data words are small signed numbers, so that table
+indices land inside their tables as well as on both sides.
 
 :data:`DEADLOCK` is the opposite, for the error paths: two cores each waiting for the other.
 """
@@ -77,7 +81,8 @@ def random_program(seed, config):
     tiles = mb.all_tiles()
     cores = {t: mb.core(*t, f"fuzz{seed}@{t}") for t in tiles}
     for x, y in tiles:
-        mb.data(x, y, 0, [rng.getrandbits(32) for _ in range(DATA_WORDS)])
+        mb.data(x, y, 0, [rng.getrandbits(32) if rng.random() < 0.75 else rng.randint(-20, 20)
+                          for _ in range(DATA_WORDS)])
 
     streams = _plan_streams(rng, config, mb)
     by_phase = {}
@@ -141,7 +146,15 @@ def _xy_path(rng, src, dst):
 
 def _produce(rng, core, color, length, labels):
     base = STREAM_AREA + rng.randrange(0, 56 - length + 1)
-    if rng.random() < 0.6:
+    if 4 * length <= DATA_WORDS and rng.random() < 0.2:
+        # Packed results: 4 x length elements, one wavelet per four (at i mod 4 = 3).
+        _memory_vector(rng, core, 0, 4 * length, DATA_WORDS)
+        core.fabric_out(2, color, length)
+        if rng.random() < 0.5:
+            core.vreq(2, 0, f"r{_reg(rng, True)}", rng.randrange(64), pack=True)
+        else:
+            core.vlut(2, 0, _table(rng, core), *_lut_offset(rng, core), pack=True)
+    elif rng.random() < 0.6:
         core.mem_vector(0, base, length)
         core.fabric_out(2, color, length)
         op = rng.choice(["vmov", "vadd", "vmul", "vxor"])
@@ -190,6 +203,13 @@ def _consume(rng, core, color, length, labels):
         else:
             core.mem_vector(1, rng.randrange(0, DATA_WORDS - length + 1), length)
             core.emit(op, 2, 1, 0, acc=True)
+    elif kind < 0.88:
+        # Table lookups of the stream, with an index offset; packed when the length allows.
+        core.fabric_in(0, color, length)
+        table = _table(rng, core)
+        pack = length % 4 == 0 and rng.random() < 0.6
+        core.mem_vector(2, base, length // 4 if pack else length)
+        core.vlut(2, 0, table, *_lut_offset(rng, core), pack=pack)
     else:
         top = f"recv{next(labels)}"
         core.li(STREAM_ADDRESS, base)
@@ -273,19 +293,20 @@ def _vector(rng, core):
         reduce = rng.choice(["sum", "max"])
     # acc without a reduction: dd[i] += result[i] (needs b not a memory vector).
     acc_dest = reduce is None and op in isa.REDUCIBLE and rng.random() < 0.35
+    # .pack (vreq, vlut; not with a reduction or acc): four results to a word, as vpack.
+    pack = (op in isa.PACKABLE and reduce is None and not acc_dest and n % 4 == 0
+            and rng.random() < 0.4)
     if reduce is None:
-        _memory_vector(rng, core, 2, n // 4 if op == "vpack" else n, SCRATCH[1],
+        _memory_vector(rng, core, 2, n // 4 if op == "vpack" or pack else n, SCRATCH[1],
                        low=SCRATCH[0])
         dest = 2
     else:
         dest = _reg(rng)
     if op == "vreq":
         core.vreq(dest, 0, f"r{_reg(rng, True)}", rng.randrange(64), reduce=reduce,
-                  acc=acc_dest or reduce is not None and rng.random() < 0.5)
+                  acc=acc_dest or reduce is not None and rng.random() < 0.5, pack=pack)
     elif op == "vlut":
-        table = rng.randint(1, 16)
-        core.mem_vector(1, rng.randrange(0, DATA_WORDS - table + 1), table)
-        core.vlut(dest, 0, 1)
+        core.vlut(dest, 0, _table(rng, core), *_lut_offset(rng, core), pack=pack)
     elif op in ("vmov", "vpack"):
         core.emit(op, dest, 0, reduce=reduce,
                   acc=acc_dest or reduce is not None and rng.random() < 0.5)
@@ -297,6 +318,25 @@ def _vector(rng, core):
             operand = 1
         core.emit(op, dest, 0, operand, reduce=reduce,
                   acc=acc_dest or reduce is not None and rng.random() < 0.5)
+
+
+def _table(rng, core):
+    """Descriptor d1 = a vlut table of 1..16 words inside the initial data; returns 1."""
+    length = rng.randint(1, 16)
+    core.mem_vector(1, rng.randrange(0, DATA_WORDS - length + 1), length)
+    return 1
+
+
+def _lut_offset(rng, core):
+    """vlut's optional index offset rs: none (r0) half the time, else a register holding a
+    small offset or whatever it holds. Returns the operands to add ([] or ["rN"])."""
+    kind = rng.random()
+    if kind < 0.5:
+        return []
+    rs = _reg(rng, zero=True)
+    if rs and kind < 0.8:
+        core.li(rs, rng.randint(-20, 20))
+    return [f"r{rs}"]
 
 
 def _memory_vector(rng, core, d, n, limit, low=0):

@@ -11,8 +11,9 @@ from hypothesis import given, settings, strategies as st
 from emulator import MeshEmulator
 from mesh import MeshConfig, Port, isa
 from mesh.asm import assemble, assemble_file, assemble_instruction, listing, main
-from mesh.builder import AssemblyError, CoreBuilder, Location, MeshBuilder, operand_names
-from mesh.isa import (BINARY_VECTOR, BY_NAME, NUM_DESCRIPTORS, NUM_REGISTERS, OPCODES,
+from mesh.builder import (AssemblyError, CoreBuilder, Location, MeshBuilder, operand_count,
+                          operand_names)
+from mesh.isa import (BINARY_VECTOR, BY_NAME, NUM_DESCRIPTORS, NUM_REGISTERS, OPCODES, PACKABLE,
                       REDUCIBLE, Format, decode, disassemble, encode)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -220,12 +221,40 @@ def test_vector_syntax():
         VMOV.ACC d1, d0
         vreq.acc d1, d0, r2, 7
         vadd.acc d2, d0, d1
+        vreq.pack d1, d0, r2, 7
+        vlut.pack d2, d0, d1
+        vlut d2, d0, d1, r5
+        VLUT.PACK d2, d0, d1, R15
+        vlut d2, d0, d1, r0
         halt
 """) == ["vadd d2, d0, d1", "vadd d2, d0, r3", "vdot4.sum r1, d0, d1",
          "vdot4.sum.acc r1, d0, d1", "vmax.max.acc r2, d0, r4", "vreq d1, d0, r2, 7",
          "vreq.sum r1, d0, r2, 0", "vpack d1, d0", "vlut d2, d0, d1", "vmov.max r9, d3",
          "vdot4.acc d2, d0, r3", "vmov.acc d1, d0", "vreq.acc d1, d0, r2, 7",
-         "vadd.acc d2, d0, d1", "halt"]
+         "vadd.acc d2, d0, d1", "vreq.pack d1, d0, r2, 7", "vlut.pack d2, d0, d1",
+         "vlut d2, d0, d1, r5", "vlut.pack d2, d0, d1, r15", "vlut d2, d0, d1", "halt"]
+
+
+def test_pack_and_the_vlut_offset_encode_field_pack_and_rs():
+    """`.pack` sets bit 9 (field pack of vreq and vlut; bsc stays unset, there is none);
+    vlut's optional rs goes to field d (r0 when left out). Assembler and builder agree."""
+    word = assemble_instruction("vreq.pack d1, d0, r2, 7")
+    assert word == isa.encode("vreq", a=1, b=0, d=2, imm6=7, pack=1)
+    assert isa.decode(word).pack == 1 and word >> 9 & 1 == 1
+    assert isa.decode(word).red == isa.decode(word).acc == 0
+    assert CoreBuilder("c").vreq(1, 0, "r2", 7, pack=True).image().instructions == (word,)
+    # vreq's rs is a register operand, not the scalar b of bsc: bit 9 stays clear without pack.
+    assert assemble_instruction("vreq d1, d0, r2, 7") >> 9 & 1 == 0
+    assert CoreBuilder("c").vreq(1, 0, 5, 3).image().instructions[0] >> 9 & 1 == 0
+    word = assemble_instruction("vlut.pack d2, d0, d1, r3")
+    assert word == isa.encode("vlut", a=2, b=0, c=1, d=3, pack=1)
+    assert CoreBuilder("c").vlut(2, 0, 1, "r3", pack=True).image().instructions == (word,)
+    assert CoreBuilder("c").vlut(2, 0, 1, 3).image().instructions == (
+        isa.encode("vlut", a=2, b=0, c=1, d=3),)
+    # rs left out: field d is 0, the word of every program written before the offset existed.
+    assert assemble_instruction("vlut d2, d0, d1") == isa.encode("vlut", a=2, b=0, c=1)
+    assert CoreBuilder("c").vlut(2, 0, 1).image().instructions == (
+        isa.encode("vlut", a=2, b=0, c=1),)
 
 
 def test_accumulate_into_the_destination_encodes_acc_without_red():
@@ -394,10 +423,12 @@ def canonical_word(draw, op=None):
             f.update(red=1, max=int(draw(st.booleans())), acc=int(draw(st.booleans())))
         elif name in REDUCIBLE and draw(st.booleans()):
             f["acc"] = 1           # accumulate into the destination
+        if name in PACKABLE and not red and "acc" not in f and draw(st.booleans()):
+            f["pack"] = 1          # results packed four to a word
         if name == "vreq":
             f.update(d=draw(reg), imm6=draw(st.integers(0, 63)))
         elif name == "vlut":
-            f["c"] = draw(desc)
+            f.update(c=draw(desc), d=draw(reg))      # d: the index offset (r0: none)
         elif name in BINARY_VECTOR:
             if draw(st.booleans()):
                 f.update(bsc=1, d=draw(reg))
@@ -473,7 +504,24 @@ CORE = ".core main (0,0)\n"
     (CORE + "  vlut.sum.acc r1, d0, d1\n", "2:3", "vlut cannot reduce, so it takes no .sum"),
     (CORE + "  vadd.sum.max r1, d0, d1\n", "2:3", "'.max' after '.sum': a reduction is either"),
     (CORE + "  vadd.avg r1, d0, d1\n", "2:3", "unknown suffix '.avg' of vadd: expected .sum, "
-                                              ".max or .acc"),
+                                              ".max, .acc or .pack"),
+    (CORE + "  vpack.pack d1, d0\n", "2:3", "vpack always packs, so it takes no .pack (.pack "
+                                            "is for vreq and vlut)"),
+    (CORE + "  vadd.pack d2, d0, d1\n", "2:3", "vadd cannot pack, so it takes no .pack (.pack "
+                                               "is for vreq and vlut)"),
+    (CORE + "  add.pack r1, r2, r3\n", "2:3", "add takes no suffix: only vector instructions "
+                                              "take .sum, .max, .acc or .pack"),
+    (CORE + "  vreq.sum.pack r1, d0, r2, 7\n", "2:3", "'.pack' cannot go with '.sum': a packed "
+                                                      "word is written or sent whole"),
+    (CORE + "  vreq.pack.max r1, d0, r2, 7\n", "2:3", "'.pack' cannot go with '.max'"),
+    (CORE + "  vreq.acc.pack d1, d0, r2, 7\n", "2:3", "'.pack' cannot go with '.acc'"),
+    (CORE + "  vlut.pack.pack d1, d0, d2\n", "2:3", "'.pack' is given twice"),
+    (CORE + "  vlut d1, d0\n", "2:14", "vlut takes 3 or 4 operand(s) (dd, da, db[, rs]), not 2"),
+    (CORE + "  vlut d1, d0, d2, r1, r2\n", "2:24", "vlut takes 3 or 4 operand(s) (dd, da, "
+                                                   "db[, rs]), not 5"),
+    (CORE + "  vlut d1, d0, d2, d3\n", "2:20", "rs must be r0..r15, not 'd3'"),
+    (CORE + "  vlut d1, d0, d2, 128\n", "2:20", "expected a register r0..r15 (rs), found "
+                                                "'128'"),
     (CORE + "  add.sum r1, r2, r3\n", "2:3", "add takes no suffix: only vector instructions"),
     (CORE + "  vpack.sum r1, d0\n", "2:3", "vpack cannot reduce, so it takes no .sum"),
     (CORE + "  li.sum r1, 1\n", "2:3", "li takes no suffixes"),
@@ -685,6 +733,9 @@ def test_builder_operand_forms():
         "and r1, r2, r3", "or r1, r2, r3"]
     assert operand_names(BY_NAME["ld"]) == ["rd", "imm", "ra"]
     assert operand_names(BY_NAME["halt"]) == []
+    assert operand_names(BY_NAME["vlut"]) == ["dd", "da", "db", "rs"]
+    assert operand_names(BY_NAME["vlut"], optional=False) == ["dd", "da", "db"]
+    assert operand_count(BY_NAME["vlut"]) == "3 or 4" and operand_count(BY_NAME["ld"]) == "3"
 
 
 def test_builder_locations_point_at_the_callers_line():
@@ -725,6 +776,17 @@ def test_builder_undefined_label_is_reported_at_the_instruction():
     (lambda c: c.vlut(1, 0, 2, acc=True), "vlut cannot accumulate into its destination"),
     (lambda c: c.add(1, 2, 3, acc=True), "add: acc applies to vector instructions only"),
     (lambda c: c.vadd("r1", 0, 1, acc=True), "vadd: dd must be d0..d7, not 'r1'"),
+    (lambda c: c.vpack(1, 0, pack=True), "vpack always packs: pack is for vreq and vlut"),
+    (lambda c: c.vadd(1, 0, 2, pack=True), "vadd cannot pack: pack is for vreq and vlut"),
+    (lambda c: c.add(1, 2, 3, pack=True), "add cannot pack: pack is for vreq and vlut"),
+    (lambda c: c.vreq(1, 0, 2, 7, reduce="sum", pack=True),
+     "vreq: pack cannot go with reduce or acc (a packed word is written or sent whole)"),
+    (lambda c: c.vreq(1, 0, 2, 7, acc=True, pack=True), "vreq: pack cannot go with reduce or acc"),
+    (lambda c: c.vlut(1, 0, 2, reduce="sum", pack=True), "vlut cannot reduce"),
+    (lambda c: c.vlut(1, 0), "vlut takes 3 or 4 operand(s) (dd, da, db[, rs]), not 2"),
+    (lambda c: c.vlut(1, 0, 2, 3, 4), "vlut takes 3 or 4 operand(s) (dd, da, db[, rs]), not 5"),
+    (lambda c: c.vlut(1, 0, 2, "d3"), "vlut: rs must be r0..r15, not 'd3'"),
+    (lambda c: c.vlut(1, 0, 2, 16), "vlut: rs must be r0..r15, not 16"),
     (lambda c: c.li(1, 1 << 32), "li: 4294967296 is not a 32-bit integer"),
     (lambda c: c.li(1, "x"), "li: 'x' is not a 32-bit integer"),
     (lambda c: (c.label("a"), c.label("a")), "label 'a' is already defined at"),

@@ -70,8 +70,11 @@ def desc(d, kind=Kind.MEM, base=0, length=0, stride=1, color=0):
     return words
 
 
-def vec(name, dd, da, db=0, *, rs=0, bsc=0, acc=0, red=0, max_=0, shift=0):
-    return E(name, a=dd, b=da, c=db, d=rs, bsc=bsc, acc=acc, red=red, max=max_, imm6=shift)
+def vec(name, dd, da, db=0, *, rs=0, bsc=0, pack=0, acc=0, red=0, max_=0, shift=0):
+    """A vector instruction; bit 9 is ``pack`` on vreq and vlut, ``bsc`` on the others."""
+    bit9 = {"pack": pack} if name in isa.PACKABLE else {"bsc": bsc}
+    assert (pack, bsc) == (bit9.get("pack", 0), bit9.get("bsc", 0)), f"{name}: bsc or pack?"
+    return E(name, a=dd, b=da, c=db, d=rs, acc=acc, red=red, max=max_, imm6=shift, **bit9)
 
 
 HALT = E("halt")
@@ -496,6 +499,71 @@ def test_vreq_vpack_vlut(core_bench):
     assert result.counters["sram_writes"] == n + n + 2 + n
 
 
+def test_packed_results_and_the_lut_offset(core_bench):
+    """vreq.pack and vlut.pack write the low bytes of four results into one word (at
+    i mod 4 = 3), as vpack does with its elements (bit 9, bsc on vpack, is ignored); vlut
+    adds rs to every index before the clamp, (a + rs) mod 2^32 as a signed integer. Every
+    instruction takes n + 2 cycles."""
+    rng = np.random.default_rng(11)
+    n = 8
+    a = (rng.integers(-5000, 5000, n).astype(np.int64) & MASK32).astype(np.uint32)
+    mult = 0x0001_2345
+    table = rng.integers(0, 1 << 32, 10, dtype=np.uint64).astype(np.uint32)
+    # + rs = -3: -8, -3, 0, 9, 10 (clamped), 997, 0x7FFFFFFE (wraps positive), 4
+    idx = u32([-5, 0, 3, 12, 13, 1000, 0x8000_0001, 7])
+    program = [desc(0, base=0, length=n), desc(1, base=32, length=n // 4), li(2, mult),
+               vec("vreq", 1, 0, rs=2, shift=13, pack=1),                 # pc 8
+               desc(3, base=16, length=n), desc(4, base=200, length=10, stride=0),
+               desc(5, base=40, length=n // 4), li(6, -3 & MASK32),
+               vec("vlut", 5, 3, 4, rs=6, pack=1),                        # pc 20
+               desc(7, base=48, length=n), vec("vlut", 7, 3, 4, rs=6),    # pc 24
+               desc(2, base=64, length=n // 4), vec("vpack", 2, 0, bsc=1),  # pc 28
+               HALT]
+    sram = {**dict(enumerate(a)), **{16 + i: v for i, v in enumerate(idx)},
+            **{200 + i: v for i, v in enumerate(table)}}
+    result = run_core(core_bench, program, sram)
+
+    def packed(words):
+        return [int(isa.pack4(*words[4 * j:4 * j + 4])) for j in range(len(words) // 4)]
+
+    looked_up = table[isa.lookup_index(idx, 10, -3 & MASK32)]
+    assert isa.lookup_index(idx, 10, -3 & MASK32).tolist() == [0, 0, 0, 9, 9, 9, 9, 4]
+    assert result.sram[32:35].tolist() == packed(isa.requantize(a, mult, 13)) + [0]
+    assert result.sram[40:43].tolist() == packed(looked_up) + [0]
+    assert result.sram[48:48 + n].tolist() == looked_up.tolist()
+    assert result.sram[64:67].tolist() == packed(a) + [0]
+    retire_cycle = {pc: cycle for cycle, pc in result.retired}
+    for pc in (8, 20, 24, 28):
+        assert retire_cycle[pc] - retire_cycle[pc - 1] == n + 2
+    c = result.counters
+    assert (c["elements"], c["sram_reads"], c["sram_writes"], c["macs"]) == (
+        4 * n, n + 2 * n + 2 * n + n, 2 + 2 + n + 2, n)
+
+
+def test_packed_results_to_a_fabric_stream_under_backpressure(core_bench):
+    """vreq.pack to a FOUT stream sends at i mod 4 = 3 only: words 0 and 1 leave in the X
+    cycles of elements 3 and 7 and use up both credits; elements 8..10 send nothing and pass X
+    without a credit; element 11 waits in X (stall_out) until the receiver returns one."""
+    n = 12
+    rng = np.random.default_rng(12)
+    a = (rng.integers(-3000, 3000, n).astype(np.int64) & MASK32).astype(np.uint32)
+    program = [li(9, 3), desc(0, base=0, length=n), desc(1, Kind.FOUT, color=3, length=n // 4),
+               vec("vreq", 1, 0, rs=9, shift=1, pack=1), HALT]
+    t0 = 9   # the vreq issues after 2 + 3 + 4 instructions
+    release = 30
+    receiver = Receiver(core_bench.dut.tx, CONFIG, holding=lambda cycle: cycle < release)
+    result = run_core(core_bench, program, a, receiver=receiver)
+    q = isa.requantize(a, 3, 1)
+    words = [int(isa.pack4(*q[4 * j:4 * j + 4])) for j in range(n // 4)]
+    assert receiver.received == [(t0 + 5, 3, words[0]), (t0 + 9, 3, words[1]),
+                                 (release + 1, 3, words[2])]
+    assert result.retired[-2:] == [(release + 1, t0), (release + 2, t0 + 1)]
+    c = result.counters
+    assert c["stall_out"] == release + 1 - (t0 + 13)
+    assert (c["elements"], c["wavelets_out"], c["sram_reads"], c["sram_writes"], c["macs"]) == (
+        n, n // 4, n, 0, n)
+
+
 def vector_memory_model(mem, n, a_addr, d_addr, op):
     """Memory after a stall-free vector op: element i reads in cycle i (the memory as it was
     at the start of that cycle) and writes in cycle i + 2."""
@@ -781,6 +849,26 @@ TRAPS = {
                        vec("vmov", 1, 0, acc=1)], TrapCause.OPERAND, 7),
     "acc with memory b": ([desc(0, length=2), desc(1, base=4, length=2),
                            vec("vadd", 1, 0, 0, acc=1)], TrapCause.OPERAND, 6),
+    "vreq.pack of 6": ([desc(0, length=6), desc(1, length=1), vec("vreq", 1, 0, pack=1)],
+                       TrapCause.OPERAND, 6),
+    "vreq.pack into 8": ([desc(0, length=8), desc(1, length=8), vec("vreq", 1, 0, pack=1)],
+                         TrapCause.OPERAND, 6),
+    "vreq.pack of 0 into 1": ([desc(1, length=1), vec("vreq", 1, 0, pack=1)],
+                              TrapCause.OPERAND, 3),
+    "vlut.pack of 6": ([desc(0, length=6), desc(1, length=1), desc(2, base=8, length=3),
+                        vec("vlut", 1, 0, 2, pack=1)], TrapCause.OPERAND, 9),
+    "vlut.pack into 4": ([desc(0, length=4), desc(1, length=4), desc(2, base=8, length=3),
+                          vec("vlut", 1, 0, 2, rs=1, pack=1)], TrapCause.OPERAND, 9),
+    "pack with red on vreq": ([vec("vreq", 1, 0, red=1, pack=1)], TrapCause.ILLEGAL, 0),
+    "pack with red and acc on vreq": ([vec("vreq", 1, 0, red=1, acc=1, pack=1)],
+                                      TrapCause.ILLEGAL, 0),
+    "pack with acc on vreq": ([desc(0, length=8), desc(1, length=2),
+                               vec("vreq", 1, 0, acc=1, pack=1)], TrapCause.ILLEGAL, 6),
+    "pack with acc before SRAM": ([desc(0, base=254, length=8),
+                                   vec("vreq", 1, 0, acc=1, pack=1)], TrapCause.ILLEGAL, 3),
+    "pack with red on vlut": ([vec("vlut", 1, 0, 2, red=1, pack=1)], TrapCause.ILLEGAL, 0),
+    "pack with acc on vlut": ([desc(0, length=8), desc(1, length=2), desc(2, base=8, length=3),
+                               vec("vlut", 1, 0, 2, acc=1, pack=1)], TrapCause.ILLEGAL, 9),
 }
 
 
@@ -813,6 +901,8 @@ def test_trap(core_bench, name):
     [vec("vadd", 12, 0, 1, red=1), HALT],                   # a is rd when reducing
     [desc(1, Kind.FIN, color=0, length=0), vec("vmov", 1, 0, red=1), HALT],  # dd unused
     [desc(1, base=300, length=3), vec("vadd", 2, 0, 1, rs=3, bsc=1), HALT],  # db unused
+    [desc(0, length=4), desc(1, base=8, length=1), vec("vpack", 1, 0, bsc=1), HALT],  # bsc
+    [desc(0, length=2), desc(1, base=8, length=2), vec("vmov", 1, 0, bsc=1), HALT],   # ignored
 ])
 def test_unused_fields_do_not_trap(core_bench, program):
     result = run_core(core_bench, program)

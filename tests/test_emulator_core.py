@@ -507,6 +507,101 @@ def test_accumulate_with_a_fabric_operand_b():
     assert retire_cycles(emu, 1)[-2:] == [(11 + n, 8), (12 + n, 9)]
 
 
+# Packed results (.pack on vreq and vlut) and vlut's index offset -----------------------------
+
+def test_vreq_pack_to_memory():
+    """vreq.pack: result i (saturate8(round(a[i] * 1 / 2^3))) goes to lane i mod 4 of word
+    i / 4, written when i mod 4 = 3, as vpack; worked out by hand: 100/8 = 12.5 -> 13 (half
+    up), -12.5 -> -12, 125, -125 | 0, 0, 8, 0 | 625 -> 127, -625 -> -128, 1, -1. n + 2 cycles,
+    n elements and reads, n / 4 writes, one MAC per element."""
+    a = [100, -100, 1000, -1000, 3, -3, 64, 0, 5000, -5000, 8, -8]
+    n = len(a)
+    sram = np.zeros(256, dtype=np.uint32)
+    sram[:n] = np.array(a) & 0xFFFFFFFF
+    sram[100:106] = 0xEEEEEEEE
+    words = const(9, 1) + mem(0, 0, n) + mem(2, 100, n // 4, 2)
+    t0 = len(words)
+    emu, result = run1(words + [E("vreq", a=2, b=0, d=9, imm6=3, pack=1), E("halt")], sram)
+    assert result.sram[0, 100:106].tolist() == [0x837DF40D, 0xEEEEEEEE, 0x00080000, 0xEEEEEEEE,
+                                                0xFF01807F, 0xEEEEEEEE]
+    assert retire_cycles(emu)[-2:] == [(t0 + n + 1, t0), (t0 + n + 2, t0 + 1)]
+    c = counters(result)
+    assert (c["elements"], c["sram_reads"], c["sram_writes"], c["macs"]) == (n, n, n // 4, n)
+
+
+def test_vpack_is_a_packing_vmov_and_ignores_bit_9():
+    """vpack packs its elements as vreq.pack packs results; bit 9 (bsc) on vpack is ignored.
+    vreq.pack with multiplier 1 and shift 0 packs saturate8(a[i]): the same words as vpack
+    when every a[i] is in -128..127."""
+    a = np.array([1, -2, 127, -128, 0, 5, -7, 64], dtype=np.int64) & 0xFFFFFFFF
+    expected = [int(w) for w in isa.pack4(a[0::4], a[1::4], a[2::4], a[3::4])]
+    assert expected == [0x807FFE01, 0x40F90500]
+    sram = np.zeros(256, dtype=np.uint32)
+    sram[:8] = a
+    words = const(9, 1) + mem(0, 0, 8) + mem(2, 100, 2) + mem(3, 110, 2) + mem(4, 120, 2) + [
+        E("vpack", a=2, b=0), E("vpack", a=3, b=0, bsc=1),
+        E("vreq", a=4, b=0, d=9, imm6=0, pack=1), E("halt")]
+    _, result = run1(words, sram)
+    for base in (100, 110, 120):
+        assert result.sram[0, base:base + 2].tolist() == expected
+
+
+def test_vlut_pack():
+    """vlut.pack: table word t[clamp(a[i] + rs)] packed by its low byte; rs = -3."""
+    table = [0x11111100 + k for k in range(10)]        # low byte of entry k is k
+    a = [3, 4, 0, 12, 100, -7, 8, 5]                   # + rs: 0, 1, -3, 9, 97, -10, 5, 2
+    sram = np.zeros(256, dtype=np.uint32)
+    sram[:8] = np.array(a) & 0xFFFFFFFF
+    sram[200:210] = table
+    words = const(5, -3 & 0xFFFFFFFF) + mem(0, 0, 8) + mem(1, 200, 10) + mem(2, 100, 2)
+    t0 = len(words)
+    emu, result = run1(words + [E("vlut", a=2, b=0, c=1, d=5, pack=1), E("halt")], sram)
+    # indices 0, 1, 0, 9 | 9, 0, 5, 2
+    assert result.sram[0, 100:103].tolist() == [0x09000100, 0x02050009, 0]
+    assert retire_cycles(emu)[-2][0] == t0 + 8 + 1
+    c = counters(result)
+    assert (c["elements"], c["sram_reads"], c["sram_writes"], c["macs"]) == (8, 16, 2, 0)
+
+
+BIG = MeshConfig(width=1, height=1, colors=4, sram_words=1024, imem_words=64)
+
+
+def test_vlut_offset_looks_up_an_int8_table():
+    """The use of the offset: a table of f(x) = x * x for the int8 inputs x = -128..127 at
+    entries 0..255, looked up with rs = 128 (no separate +128 pass)."""
+    table = [(x * x) for x in range(-128, 128)]
+    a = [-128, -1, 0, 1, 127, -50, 33]
+    sram = np.zeros(1024, dtype=np.uint32)
+    sram[:len(a)] = np.array(a) & 0xFFFFFFFF
+    sram[256:512] = table
+    words = [E("addi", a=7, b=0, imm18=128)] + mem(0, 0, len(a)) + mem(1, 256, 256) \
+        + mem(2, 600, len(a)) + [E("vlut", a=2, b=0, c=1, d=7), E("halt")]
+    _, result = run1(words, sram, config=BIG)
+    assert result.sram[0, 600:600 + len(a)].tolist() == [x * x for x in a]
+
+
+@pytest.mark.parametrize("a, rs, index", [
+    (5, 0, 5),                   # no offset (r0)
+    (5, -3, 2), (2, -3, 0),      # negative offset; below 0: clamped to 0
+    (5, 3, 8), (9, 3, 9),        # past the end: clamped to length - 1 = 9
+    (0x7FFFFFFF, 1, 0),          # wraps to -2^31: clamped to 0, not to 9
+    (0xFFFFFFFF, 2, 1),          # -1 + 2
+    (0x80000000, 0x80000000, 0),  # wraps to 0
+    (0x80000005, 0x7FFFFFFD, 2),  # wraps to 2
+    (-200, 0x7FFFFFFF, 9),       # a large positive sum
+])
+def test_vlut_index_offset(a, rs, index):
+    """index = clamp(s32((a + rs) mod 2^32), 0, db.length - 1); rs is read at issue (its
+    register is written by the instruction just before)."""
+    table = values(10)
+    words = const(6, rs & 0xFFFFFFFF)
+    emu, result, t0 = vector_run(E("vlut", a=2, b=0, c=1, d=6 if rs else 0),
+                                 np.array([a, a], dtype=np.int64) & 0xFFFFFFFF, table=table,
+                                 db=(200, 1), setup=words)
+    assert result.sram[0, 100:102].tolist() == [table[index]] * 2
+    assert retire_cycles(emu)[-2][0] == t0 + 2 + 1
+
+
 # Fabric ---------------------------------------------------------------------------------------
 
 PAIR = MeshConfig(width=2, height=1, colors=4, sram_words=256, imem_words=64)
@@ -589,6 +684,47 @@ def test_vpack_to_a_stream():
     assert counters(result, 0)["elements"] == 8 and counters(result, 0)["wavelets_out"] == 2
 
 
+def test_vreq_pack_to_a_stream():
+    """vreq.pack with a FOUT destination sends like vpack, at i mod 4 = 3 only: issued in
+    cycle 6, elements 3 and 7 fire in X in 11 and 15; the receiver's R takes them in 14 and
+    18 and waits in 5..13 and 15..17."""
+    a = values(8)
+    sender = [E("addi", a=9, b=0, imm18=3)] + mem(0, 0, 8) + stream(1, "out", 0, 2) + [
+        E("vreq", a=1, b=0, d=9, imm6=1, pack=1), E("halt")]
+    receiver = stream(0, "in", 0, 2) + mem(1, 100, 2) + [E("vmov", a=1, b=0), E("halt")]
+    emu = MeshEmulator(pair_program(sender, receiver, a), trace=True)
+    result = emu.run()
+    q = isa.requantize(a, np.uint32(3), 1)
+    packed = isa.pack4(q[0::4], q[1::4], q[2::4], q[3::4])
+    assert emu.core_sends == [(11, 0, 0, int(packed[0])), (15, 0, 0, int(packed[1]))]
+    assert np.array_equal(result.sram[1, 100:102], packed)
+    assert retire_cycles(emu, 0)[-2:] == [(15, 6), (16, 7)]
+    assert retire_cycles(emu, 1)[-2:] == [(20, 5), (21, 6)]
+    assert counters(result, 1)["stall_in"] == 9 + 3
+    c0 = counters(result, 0)
+    assert (c0["elements"], c0["wavelets_out"], c0["macs"], c0["sram_writes"]) == (8, 2, 8, 0)
+
+
+def test_vlut_pack_with_an_offset_from_a_stream_to_a_stream():
+    """vlut.pack with FIN indices, rs = 1 and a FOUT destination: 8 indices in, 2 packed
+    words out."""
+    idx = [-1, 0, 1, 2, 3, 100, -100, 4]               # + 1: 0, 1, 2, 3, 4, 5 (clamped), 0, 5
+    table = [0xA0, 0xA1, 0xA2, 0xA3, 0xA4, 0xA5]
+    sender = mem(0, 0, 8) + stream(1, "out", 0, 8) + [E("vmov", a=1, b=0), E("halt")]
+    middle = [E("addi", a=4, b=0, imm18=1)] + stream(0, "in", 0, 8) + mem(1, 50, 6) \
+        + stream(2, "out", 1, 2) + [E("vlut", a=2, b=0, c=1, d=4, pack=1), E("halt")]
+    receiver = stream(0, "in", 1, 2) + mem(1, 100, 2) + [E("vmov", a=1, b=0), E("halt")]
+    config = MeshConfig(width=3, height=1, colors=4, sram_words=256, imem_words=64)
+    routes = RouteTable(config).chain(0, [(0, 0), (1, 0)]).chain(1, [(1, 0), (2, 0)])
+    program = MeshProgram(config, {
+        (0, 0): image(sender, np.array(idx) & 0xFFFFFFFF),
+        (1, 0): image(middle, [0] * 50 + table), (2, 0): image(receiver)}, routes)
+    result = MeshEmulator(program).run()
+    assert result.sram[2, 100:102].tolist() == [0xA3A2A1A0, 0xA5A0A5A4]
+    c = counters(result, 1)
+    assert (c["elements"], c["wavelets_in"], c["wavelets_out"], c["sram_reads"]) == (8, 8, 2, 8)
+
+
 def test_reduction_over_a_stream():
     n = 10
     a, b = values(n), values(n)
@@ -661,6 +797,36 @@ def test_vector_backpressure():
     assert c0["stall_out"] > 0
     # X stalls hold the pipeline: M moves only when X fires, so sends stay in order.
     assert [d for *_, d in emu.core_sends] == a.tolist()
+
+
+def test_packed_results_under_backpressure():
+    """vreq.pack to a FOUT stream whose receiver starts late (its vmov issues in cycle 36):
+    only an element that sends (i mod 4 = 3) waits in X for a credit. Issued in cycle 6, the
+    sender's element 4j + 3 fires in X at 11 + 4j. Words 0..5 fill the path (three queues of
+    depth 2: router (0,0)'s RAMP input, router (1,0)'s W input, core (1,0)'s input queue) and
+    use the last credit at 31; elements 24..26 send nothing and fire in X in 32..34 all the
+    same; element 27 waits in 35..38 (stall_out 4): the receiver takes word 0 in 36, and the
+    credits pass back one hop per cycle, to the sender for 39. The rest follow every fourth
+    cycle, without stalls."""
+    m = 12
+    n = 4 * m
+    a = values(n, 0, 1 << 16)
+    sender = [E("addi", a=9, b=0, imm18=5)] + mem(0, 0, n) + stream(1, "out", 0, m) + [
+        E("vreq", a=1, b=0, d=9, imm6=4, pack=1), E("halt")]
+    receiver = ([E("addi", a=1, b=0, imm18=30), E("dbnz", a=1, imm14=1)] + stream(0, "in", 0, m)
+                + mem(1, 100, m) + [E("vmov", a=1, b=0), E("halt")])
+    emu = MeshEmulator(pair_program(sender, receiver, a), trace=True)
+    result = emu.run()
+    q = isa.requantize(a, np.uint32(5), 4)
+    packed = isa.pack4(q[0::4], q[1::4], q[2::4], q[3::4])
+    assert [d for *_, d in emu.core_sends] == packed.tolist()
+    assert np.array_equal(result.sram[1, 100:100 + m], packed)
+    assert [c for c, *_ in emu.core_sends] == [11 + 4 * j for j in range(6)] + [
+        39 + 4 * j for j in range(6)]
+    assert retire_cycles(emu, 0)[-2:] == [(59, 6), (60, 7)]
+    assert retire_cycles(emu, 1)[-3][0] == 35       # the receiver's vmov issues in 36
+    c0 = counters(result, 0)
+    assert (c0["stall_out"], c0["elements"], c0["wavelets_out"]) == (4, n, m)
 
 
 def test_edge_links():
@@ -754,6 +920,30 @@ TRAPS = [
      + [E("vadd", a=2, b=0, c=1, acc=1)], 9, TrapCause.OPERAND),
     ("acc with db out of range", mem(0, 0, 4) + mem(1, 254, 4) + mem(2, 16, 4)
      + [E("vadd", a=2, b=0, c=1, acc=1)], 9, TrapCause.SRAM_RANGE),
+    ("vreq.pack n not a multiple of 4", mem(0, 0, 6) + mem(2, 8, 1)
+     + [E("vreq", a=2, b=0, pack=1)], 6, TrapCause.OPERAND),
+    ("vreq.pack dd length n", mem(0, 0, 8) + mem(2, 8, 8) + [E("vreq", a=2, b=0, pack=1)], 6,
+     TrapCause.OPERAND),
+    ("vreq.pack n = 0 dd length 1", mem(2, 8, 1) + [E("vreq", a=2, b=0, pack=1)], 3,
+     TrapCause.OPERAND),
+    ("vreq.pack into a FOUT of length n", mem(0, 0, 8) + stream(1, "out", 2, 8)
+     + [E("vreq", a=1, b=0, pack=1)], 5, TrapCause.OPERAND),
+    ("vlut.pack n not a multiple of 4", mem(0, 0, 6) + mem(2, 8, 1) + mem(1, 20, 4)
+     + [E("vlut", a=2, b=0, c=1, pack=1)], 9, TrapCause.OPERAND),
+    ("vlut.pack dd length n", mem(0, 0, 4) + mem(2, 8, 4) + mem(1, 20, 4)
+     + [E("vlut", a=2, b=0, c=1, d=3, pack=1)], 9, TrapCause.OPERAND),
+    ("vreq.pack dd past the end", mem(0, 0, 8) + mem(2, 255, 2)
+     + [E("vreq", a=2, b=0, pack=1)], 6, TrapCause.SRAM_RANGE),
+    ("pack with red on vreq", [E("vreq", a=1, b=0, red=1, pack=1)], 0, TrapCause.ILLEGAL),
+    ("pack with red.max.acc on vreq", [E("vreq", a=1, b=0, red=1, max=1, acc=1, pack=1)], 0,
+     TrapCause.ILLEGAL),
+    ("pack with acc on vreq", mem(0, 0, 8) + mem(2, 8, 2) + [E("vreq", a=2, b=0, acc=1, pack=1)],
+     6, TrapCause.ILLEGAL),
+    ("pack with acc on vreq before SRAM_RANGE", mem(0, 250, 8)
+     + [E("vreq", a=2, b=0, acc=1, pack=1)], 3, TrapCause.ILLEGAL),
+    ("pack with red on vlut", [E("vlut", a=1, b=0, c=1, red=1, pack=1)], 0, TrapCause.ILLEGAL),
+    ("pack with acc on vlut", mem(0, 0, 8) + mem(2, 8, 2) + mem(1, 20, 4)
+     + [E("vlut", a=2, b=0, c=1, acc=1, pack=1)], 9, TrapCause.ILLEGAL),
 ]
 
 
@@ -872,6 +1062,10 @@ MIXED = [
     mem(0, 0, 9) + mem(2, 20, 9) + mem(3, 39, 9, 0) + const(4, 0x01FF0203)
     + [E("vdot4", a=2, b=0, d=4, bsc=1, acc=1), E("vmov", a=3, b=0, acc=1),
        E("vreq", a=2, b=2, d=4, imm6=20, acc=1), E("halt")],
+    # packed results and vlut's index offset
+    mem(0, 0, 12) + mem(1, 50, 3) + mem(2, 16, 7) + mem(3, 60, 12) + const(4, 0xFFFFFFF0)
+    + [E("vreq", a=1, b=0, d=4, imm6=9, pack=1), E("vlut", a=1, b=0, c=2, d=4, pack=1),
+       E("vlut", a=3, b=0, c=2, d=4), E("vpack", a=1, b=3), E("halt")],
 ]
 
 

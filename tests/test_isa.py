@@ -60,20 +60,49 @@ def test_opcode_table_is_consistent():
     assert all(0 < op.code < 64 for op in OPCODES)
     for op in OPCODES:
         assert not op.zero_extend or op.format is Format.I
-        for name in op.format.fields:
+        for name in op.fields:
             assert name in FIELDS
+        assert not op.packs or op.group is Group.VECTOR
     assert {op.group for op in OPCODES} == set(Group)
+    assert isa.PACKABLE == {"vreq", "vlut"}
+    assert not isa.PACKABLE & isa.BINARY_VECTOR     # bit 9 is bsc or pack, never both
 
 
-def test_fields_of_a_format_do_not_overlap():
-    for fmt in Format:
+def test_fields_of_an_instruction_do_not_overlap():
+    for op in OPCODES:
         used = 0
-        for name in ("op",) + fmt.fields:
+        for name in ("op",) + op.fields:
             field = FIELDS[name]
             bits = field.mask << field.lsb
-            assert used & bits == 0, (fmt, name)
+            assert used & bits == 0, (op.name, name)
             used |= bits
         assert used < 1 << 32
+
+
+def test_bit_9_is_bsc_or_pack():
+    """Field pack shares bit 9 with bsc: vreq and vlut have pack, the other vector
+    instructions bsc; either way the format's layout is the same."""
+    assert (FIELDS["pack"].lsb, FIELDS["pack"].width) == (FIELDS["bsc"].lsb, 1) == (9, 1)
+    for op in OPCODES:
+        if op.format is Format.V:
+            expected = "pack" if op.name in ("vreq", "vlut") else "bsc"
+            assert op.fields == tuple(expected if f == "bsc" else f for f in op.format.fields)
+        else:
+            assert op.fields == op.format.fields
+    assert encode("vreq", pack=1) == BY_NAME["vreq"].code << 26 | 1 << 9
+    assert encode("vadd", bsc=1) == BY_NAME["vadd"].code << 26 | 1 << 9
+    assert decode(encode("vlut", pack=1)).fields["pack"] == 1
+    assert "bsc" not in decode(encode("vlut", pack=1)).fields
+    assert "pack" not in decode(encode("vmov", bsc=1)).fields
+    assert "d[13:10] bsc/pack[9] acc[8]" in isa.isa_markdown()
+
+
+def test_operands_and_optional_operands():
+    assert BY_NAME["vlut"].operands == ("dd", "da", "db", "rs")
+    assert BY_NAME["vlut"].required == 3
+    assert BY_NAME["ld"].operands == ("rd", "imm(ra)") and BY_NAME["ld"].required == 2
+    assert BY_NAME["halt"].operands == () and BY_NAME["halt"].required == 0
+    assert all(op.required == len(op.operands) for op in OPCODES if op.name != "vlut")
 
 
 def test_field_limits():
@@ -96,7 +125,7 @@ def field_range(op, name):
 def any_fields(draw, op):
     """Any values of the fields of ``op``'s format (not only those an assembler would write)."""
     values = {}
-    for name in op.format.fields:
+    for name in op.fields:
         low, high = field_range(op, name)
         values[name] = draw(st.one_of(st.integers(low, high), st.sampled_from([low, high])))
     return values
@@ -115,7 +144,7 @@ def test_encode_decode_round_trip(data):
     for name, value in fields.items():
         assert getattr(ins, name) == value
     # Bits outside the format's fields are zero.
-    used = sum(FIELDS[name].mask << FIELDS[name].lsb for name in ("op",) + op.format.fields)
+    used = sum(FIELDS[name].mask << FIELDS[name].lsb for name in ("op",) + op.fields)
     assert word & ~used == 0
     # Disassembly never fails, names the instruction, and is deterministic.
     text = disassemble(word)
@@ -149,6 +178,12 @@ def test_decode_of_a_reserved_opcode():
     ("beq", {"imm14": 1 << 14}, "beq: imm14 must be an integer from 0 to 16383, not 16384"),
     ("vreq", {"imm6": 64}, "vreq: imm6 must be an integer from 0 to 63, not 64"),
     ("vadd", {"bsc": 2}, "vadd: bsc must be an integer from 0 to 1, not 2"),
+    ("vreq", {"pack": 2}, "vreq: pack must be an integer from 0 to 1, not 2"),
+    ("vreq", {"bsc": 1}, "vreq: field 'bsc' is not part of vreq: its bit 9 is field 'pack'"),
+    ("vlut", {"bsc": 0}, "vlut: field 'bsc' is not part of vlut: its bit 9 is field 'pack'"),
+    ("vpack", {"pack": 1}, "vpack: field 'pack' is not part of vpack: its bit 9 is field 'bsc'"),
+    ("vadd", {"pack": 1}, "vadd: field 'pack' is not part of vadd: its bit 9 is field 'bsc'"),
+    ("addi", {"pack": 1}, "addi: field 'pack' is not part of format I"),
     ("add", {"a": True}, "add: a must be an integer from 0 to 15, not True"),
     ("add", {"a": 1.0}, "not 1.0"),
     ("add", {"a": "r1"}, "not 'r1'"),
@@ -185,6 +220,18 @@ def test_disassemble_formats():
     assert disassemble(encode("vdot4", a=2, b=0, d=3, bsc=1, acc=1)) == "vdot4.acc d2, d0, r3"
     assert disassemble(encode("vmov", a=1, b=0, acc=1, max=1)) == "vmov.acc d1, d0"
     assert disassemble(encode("vreq", a=1, b=2, d=3, imm6=7, acc=1)) == "vreq.acc d1, d2, r3, 7"
+    # pack (vreq, vlut) and vlut's index offset rs, shown only when it is not r0.
+    assert disassemble(encode("vreq", a=1, b=2, d=3, imm6=7, pack=1)) == \
+        "vreq.pack d1, d2, r3, 7"
+    assert disassemble(encode("vlut", a=1, b=2, c=3, pack=1)) == "vlut.pack d1, d2, d3"
+    assert disassemble(encode("vlut", a=1, b=2, c=3, d=4)) == "vlut d1, d2, d3, r4"
+    assert disassemble(encode("vlut", a=1, b=2, c=3, d=15, pack=1)) == \
+        "vlut.pack d1, d2, d3, r15"
+    # bit 9 on vmov / vpack is bsc, which they ignore: not shown.
+    assert disassemble(encode("vpack", a=1, b=2, bsc=1)) == "vpack d1, d2"
+    # Illegal combinations still disassemble (they trap when run).
+    assert disassemble(encode("vreq", a=1, b=2, d=3, red=1, acc=1, pack=1)) == \
+        "vreq.sum.acc.pack r1, d2, r3, 0"
 
 
 # Reference semantics, against plain Python integers ----------------------------------------------
@@ -393,3 +440,24 @@ def test_pack4(values):
 def test_lookup_index(a, n):
     check_elementwise(isa.lookup_index(as_array(a), n), [max(0, min(s32(x), n - 1)) for x in a],
                       "lookup_index")
+
+
+@given(a=words, n=st.integers(1, 4096), offset=word32)
+def test_lookup_index_with_an_offset(a, n, offset):
+    """index = clamp(s32((a + rs) mod 2^32), 0, n - 1)."""
+    check_elementwise(isa.lookup_index(as_array(a), n, np.uint32(offset)),
+                      [max(0, min(s32(x + offset), n - 1)) for x in a], "lookup_index")
+
+
+@pytest.mark.parametrize("a, offset, n, expected", [
+    (-128, 128, 256, 0), (127, 128, 256, 255), (-1, 128, 256, 127), (5, -3, 10, 2),
+    (2, -3, 10, 0),                          # below 0: clamped
+    (0x7FFFFFFF, 1, 10, 0),                  # wraps to -2^31: clamped to 0, not to 9
+    (0xFFFFFFFF, 2, 10, 1),                  # -1 + 2
+    (0x80000000, 0x80000000, 10, 0),         # wraps to 0
+    (100, 0x7FFFFF00, 10, 9),                # large, still positive: clamped to 9
+    (100, 0x7FFFFFF0, 10, 0),                # past 2^31 - 1: negative, clamped to 0
+])
+def test_lookup_index_cases(a, offset, n, expected):
+    assert int(isa.lookup_index(u32(a), n, u32(offset))) == expected
+    assert int(isa.lookup_index(u32(a), n, offset)) == expected     # signed offsets too

@@ -122,6 +122,34 @@ def test_a_wrong_emulator_alu_is_caught(monkeypatch):
             compare(random_program(seed, config), simulation(config))
 
 
+def test_a_wrong_emulator_lut_offset_is_caught(monkeypatch):
+    """vlut's index offset is fuzzed: an emulator that drops it (the RTL adds it in its own
+    gates) diverges."""
+    config = make_config((2, 1, 4, 2))
+    reference = isa.lookup_index
+    monkeypatch.setattr(isa, "lookup_index", lambda a, length, offset=0: reference(a, length))
+    seeds = [s for s in range(200) if ("vlut", False, True) in _packing(random_program(s, config))]
+    with pytest.raises(Divergence, match="differs at tiles"):
+        for seed in seeds[:5]:
+            compare(random_program(seed, config), simulation(config))
+
+
+def test_programs_pack_and_offset_their_lookups():
+    """The generator emits .pack on vreq and vlut and vlut with an index offset rs, often."""
+    seen = set()
+    for seed in range(40):
+        seen |= _packing(random_program(seed, make_config((2, 2, 8, 2))))
+    assert {("vreq", True, False), ("vlut", True, True), ("vlut", True, False),
+            ("vlut", False, True)} <= seen
+
+
+def _packing(case):
+    """(name, pack, nonzero rs) of the vreq and vlut instructions of ``case``."""
+    return {(ins.opcode.name, bool(ins.pack), ins.opcode.name == "vlut" and ins.d != 0)
+            for image in case.program.images for ins in map(isa.decode, image.instructions)
+            if ins.opcode.name in isa.PACKABLE}
+
+
 def _mnemonics(case):
     return {isa.decode(w).opcode.name for image in case.program.images
             for w in image.instructions}
