@@ -60,7 +60,8 @@ def assert_last_step_exact(dec, result, trace, logits, cache):
         K, V = dec.read_kv(result, l, cache.length)
         Kr, Vr = (np.swapaxes(t[0], 0, 1).reshape(cache.length, -1) for t in cache.layers[l])
         assert np.array_equal(K, Kr) and np.array_equal(V, Vr), f"layer {l} KV cache"
-    assert np.array_equal(dec.read(result, "x0"), np.asarray(trace["x0"]).reshape(-1))
+    if dec.keep_intermediates:
+        assert np.array_equal(dec.read(result, "x0"), np.asarray(trace["x0"]).reshape(-1))
     assert np.array_equal(dec.read(result, "final.h"), np.asarray(trace["final.h"]).reshape(-1))
     assert np.array_equal(dec.read(result, "logits"), logits)
 
@@ -94,7 +95,7 @@ def test_smallest_mesh_with_two_heads_per_row(tiny):
     """16 tiles is the fewest the tiny model fits at 4,096 words; 8x2 puts two heads on a
     row (4x4 one, 8x8 half of one)."""
     config = MeshConfig(8, 2)
-    assert smallest_fits(ModelDims.of(tiny), config) == (16, [(4, 4), (8, 2)])
+    assert smallest_fits(ModelDims.of(tiny), config) == (16, [(4, 4), (2, 8), (8, 2)])
     dec = decoder(tiny, config)
     assert dec.geo.hl == 2
     first, cache, tokens, trace, logits, after = reference(tiny, "45+678=", 2)
@@ -119,7 +120,7 @@ def test_unrolled_layers_equal_the_loop(tiny):
 def test_synthetic_d128_on_8x8():
     """A larger model with random weights, its layers sharing their working buffers so that
     the weights fill most of the SRAM; the last layer's tensors are checked."""
-    model = random_int_model(d_model=128, n_heads=8, d_ff=512, n_layers=2, vocab=32, seed=1)
+    model = random_int_model(d_model=128, n_heads=8, d_ff=640, n_layers=2, vocab=32, seed=1)
     with pytest.raises(PlacementError, match="short"):
         plan(ModelDims.of(model), MeshConfig(8, 8))
     dec = decoder(model, MeshConfig(8, 8), keep_intermediates=False)
@@ -193,7 +194,7 @@ def test_refusals(tiny):
         plan(dims, MeshConfig(2, 2))
     found = re.fullmatch(r"core \(1, 1\) of the 2x2 mesh needs ([\d,]+) SRAM words \(largest: "
                          r"2 x W_qkv block 768, .*\); 4,096 available: ([\d,]+) short; a 4x4 "
-                         r"mesh or larger fits \(so does 8x2: 16 tiles is the fewest\); with "
+                         r"mesh or larger fits \(so do 2x8 and 8x2: 16 tiles is the fewest\); with "
                          r"sram_words >= ([\d,]+) the 2x2 mesh fits", str(refused.value))
     need, short, enough = (int(v.replace(",", "")) for v in found.groups())
     assert need - 4096 == short and enough == need
@@ -207,8 +208,9 @@ def test_refusals(tiny):
     with pytest.raises(PlacementError, match="instruction words; 256 available"):
         MeshDecoder(tiny, MeshConfig(4, 4, imem_words=256))
     big = random_int_model(d_model=256, n_heads=8, d_ff=512, n_layers=2, vocab=64)
-    with pytest.raises(PlacementError, match=r"core \(7, 7\) of the 8x8 mesh needs 8,\d{3} SRAM "
-                       r"words .* short; a 16x16 mesh or larger fits; with sram_words >= 8,"):
+    with pytest.raises(PlacementError, match=r"core \(7, 7\) of the 8x8 mesh needs [\d,]+ SRAM "
+                       r"words .* short; a 16x16 mesh or larger fits; with sram_words >= "
+                       r"[\d,]+ the 8x8 mesh fits"):
         plan(ModelDims.of(big), MeshConfig(8, 8))
 
 

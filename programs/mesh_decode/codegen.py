@@ -38,12 +38,18 @@ INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 assert RECIP_SHIFT == 30 and RSQRT_SHIFT == 30    # the subroutines need no saturation then
 
 
+UNROLL = 32      # loops over more outputs or input words than this stay loops (code size)
+
+
 def gemv_form(n_out, kw):
     """The cheaper way for one core to compute n_out dot products of kw packed words: "row"
-    (a ``vdot4.sum`` per output: n_out x (kw + 6) cycles) or "acc" (per input word, the word
-    loaded into a register and one ``vdot4.acc`` of it with that word of every output's row,
-    accumulating into the outputs: kw x (n_out + 5))."""
-    return "acc" if kw * (n_out + 5) <= n_out * (kw + 6) else "row"
+    (a ``vdot4.sum`` per output: n_out x (kw + 4) cycles unrolled, kw + 6 in a loop) or "acc"
+    (per input word, the word loaded into a register and one ``vdot4.acc`` of it with that
+    word of every output's row, accumulating into the outputs: kw x (n_out + 5) unrolled,
+    n_out + 7 in a loop)."""
+    row = n_out * (kw + (4 if n_out <= UNROLL else 6))
+    acc = kw * (n_out + (5 if kw <= UNROLL else 7))
+    return "acc" if acc <= row else "row"
 
 
 def add_routes(routes, geo):
@@ -257,16 +263,20 @@ class CoreGen:
     def shift(self, op):
         return self.shifts[op] if self.loop else self.shifts[op][self.layer]
 
-    def V(self, op, dd, da, db=None, *, shift=None, reduce=None, acc=False):
+    def V(self, op, dd, da, db=None, *, shift=None, reduce=None, acc=False, pack=False,
+          offset=None):
         """Vector instruction ``op`` with operands given as specs (tuples), registers (ints;
-        "rN" strings for a scalar operand) or descriptors."""
+        "rN" strings for a scalar operand) or descriptors; ``offset``: vlut's index offset
+        register."""
         specs = [x for x in (dd, da, db) if isinstance(x, tuple)]
         index = dict(zip(specs, self.e.operands(*specs)))
         conv = lambda x: index[x] if isinstance(x, tuple) else x
         args = [conv(dd), conv(da)] + ([conv(db)] if db is not None else [])
         if shift is not None:
             args.append(shift)
-        getattr(self.c, op)(*args, reduce=reduce, acc=acc)
+        if offset is not None:
+            args.append(offset)
+        getattr(self.c, op)(*args, reduce=reduce, acc=acc, pack=pack)
 
     def rowc(self, x):
         return checkerboard_color(x, self.j, *ROW)
@@ -391,12 +401,21 @@ class CoreGen:
         """dest[o] = sum over the kw words w of dot4(block[o][w], x[w]) for o < n_out, in the
         form :func:`gemv_form` picks: "row" (one vdot4.sum per output) or "acc" (the block
         word-major: per input word w, x[w] into a register and ``vdot4.acc dest, block[w],
-        x[w]``, the first without .acc; unrolled up to 16 words)."""
+        x[w]``, the first without .acc), unrolled up to :data:`UNROLL` outputs or words (a
+        loop adds two scalar instructions per output or word)."""
         e, c = self.e, self.c
         if n_out == 0:
             return
         if gemv_form(n_out, kw) == "row":
             dw, dx = e.operands(self.M(block, kw), self.M(x, kw))
+            if n_out <= UNROLL:
+                for o in range(n_out):
+                    c.vdot4(1, dw, dx, reduce="sum")
+                    self.st(1, dest, o)
+                    if o < n_out - 1:
+                        c.dadv(dw, 0, kw)
+                e.advanced(dw)
+                return
             c.li(3, n_out)
             self.la(2, dest)
             top = e.new_label("dot")
@@ -410,7 +429,7 @@ class CoreGen:
             return
         wspec, acc = self.M(block, n_out), self.M(dest, n_out)
         dw, da = e.operands(wspec, acc)
-        if kw <= 16:
+        if kw <= UNROLL:
             for w in range(kw):
                 self.ld(1, x, w)
                 c.vdot4(da, dw, "r1", acc=w > 0)
@@ -433,25 +452,24 @@ class CoreGen:
     def call(self, name):
         self.c.jal(RLINK, name)          # the subroutines touch no descriptor
 
-    def rmsnorm(self, xbuf, h32, hp, shift, pre=None):
-        """South row: h32 = rmsnorm(x) (int32) and hp (packed)."""
+    def rmsnorm(self, xbuf, hp, shift, pre=None):
+        """South row: hp = rmsnorm(x), packed (``pre``: the layer loop's pre-shift constant,
+        applied in the scratch buffer "hs" first)."""
         cd = self.geo.cd
         self.V("vmul", 1, self.M(xbuf, cd), self.M(xbuf, cd), reduce="sum")
         self.row_allreduce_reg("add", lambda: self.call("rsqrt"))
         src = xbuf
         if pre is not None:
             self.const(6, pre)
-            self.V("vsll", self.M(h32, cd), self.M(xbuf, cd), "r6")
-            src = h32
-        self.V("vreq", self.M(h32, cd), self.M(src, cd), 1, shift=shift)
-        self.V("vpack", self.M(hp, self.geo.cdw), self.M(h32, cd))
+            self.V("vsll", self.M("hs", cd), self.M(xbuf, cd), "r6")
+            src = "hs"
+        self.V("vreq", self.M(hp, self.geo.cdw), self.M(src, cd), 1, shift=shift, pack=True)
 
-    def requant(self, src, dst, n, op, src_off=0, dst_off=0):
+    def requant(self, src, dst, n, op, src_off=0, dst_off=0, pack=False):
+        """dst = rq(src) for the multiplier and shift of ``op`` (packed: n / 4 words)."""
         self.const(5, op)
-        self.V("vreq", self.M(dst, n, dst_off), self.M(src, n, src_off), 5, shift=self.shift(op))
-
-    def pack(self, src, dst, n, dst_off=0):
-        self.V("vpack", self.M(dst, n // 4, dst_off), self.M(src, n))
+        self.V("vreq", self.M(dst, n // 4 if pack else n, dst_off), self.M(src, n, src_off), 5,
+               shift=self.shift(op), pack=pack)
 
     def residual(self, acc, op, trace_val, trace_x):
         """South row: xcur = sat8(xcur + rq(acc)), in place (a requantize accumulating into
@@ -501,11 +519,13 @@ class CoreGen:
         pos = ("mem", 3, self.cp.addr("pos_emb"), cdw, 1)
         self.V("vadd8", self.M("xp", cdw), tok, pos)
         c.li(5, 24)
+        x = "x0" if self.keep else "xcur"     # x0: the embedding's trace copy
         for k in range(4):
             c.li(4, 24 - 8 * k)
             self.V("vsll", self.M("ut", cdw), self.M("xp", cdw), "r4")
-            self.V("vsra", self.M("x0", cdw, k, stride=4), self.M("ut", cdw), "r5")
-        self.V("vmov", self.M("xcur", cd), self.M("x0", cd))
+            self.V("vsra", self.M(x, cdw, k, stride=4), self.M("ut", cdw), "r5")
+        if self.keep:
+            self.V("vmov", self.M("xcur", cd), self.M("x0", cd))
 
     def layer_body(self):
         geo, c = self.geo, self.c
@@ -513,7 +533,7 @@ class CoreGen:
         # 1. RMS norm, W_qkv
         if self.south:
             self.phase("norm")
-            self.rmsnorm("xcur", "h1", "hp1", self.shift("ns1"),
+            self.rmsnorm("xcur", "hp1", self.shift("ns1"),
                          pre="ns1" if self.loop and self.pre_shift["ns1"] else None)
         self.phase("gemv")
         self.gemv_a("hp1", "xin", 3 * rd, "wqkv", "qkvacc")
@@ -521,10 +541,8 @@ class CoreGen:
         # 2. q, k, v on the east core, sent west along the row
         n = 2 * rdw + rd
         if self.east:
-            self.requant("qkvacc", "q32", rd, "q")
-            self.pack("q32", "qkvb", rd)
-            self.requant("qkvacc", "k32", rd, "k", src_off=rd)
-            self.pack("k32", "qkvb", rd, dst_off=rdw)
+            self.requant("qkvacc", "qkvb", rd, "q", pack=True)
+            self.requant("qkvacc", "qkvb", rd, "k", src_off=rd, dst_off=rdw, pack=True)
             self.requant("qkvacc", "qkvb", rd, "v", src_off=2 * rd, dst_off=2 * rdw)
             if geo.W > 1:
                 self.V("vmov", FO(WEST, n), self.M("qkvb", n))
@@ -540,7 +558,7 @@ class CoreGen:
             self.phase("elementwise")
             self.residual("aacc", "attn", "a32", "x1")
             self.phase("norm")
-            self.rmsnorm("xcur", "h2", "hp2", self.shift("ns2"),
+            self.rmsnorm("xcur", "hp2", self.shift("ns2"),
                          pre="ns2" if self.loop and self.pre_shift["ns2"] else None)
         # 4. MLP
         self.phase("gemv")
@@ -549,12 +567,11 @@ class CoreGen:
             self.phase("elementwise")
             fr = geo.fr
             self.requant("uacc", "u32", fr, "up")
-            c.li(6, 128)
-            self.V("vadd", self.M("g32", fr), self.M("u32", fr), "r6")
             self.const(7, "gelu")
+            c.li(6, 128)                     # the table's entry u + 128 is GELU(u)
             table = ("mem", 7, 0, 256, 1)
-            self.V("vlut", self.M("g32", fr), self.M("g32", fr), table)
-            self.pack("g32", "gpk", fr)
+            self.V("vlut", self.M("gpk", geo.frw), self.M("u32", fr), table, offset="r6",
+                   pack=True)
         self.phase("gemv")
         self.gemv_b("gpk", cd, "w2", "facc")
         if self.south:
@@ -656,7 +673,7 @@ class CoreGen:
                 self.V("vmov", 1, self.M("s", NK, hh * ml), reduce="max")
                 self.st(1, "maxv", hh)
             self.row_allreduce("maxv", hl, "max")
-        # e = exp_table[rq(s - max) + 128], local sums
+        # e = exp_table[rq(s - max) + 128] (the lookup adds the 128), local sums
         self.const(6, "score")
         c.li(7, 128)
         self.ld(3, "nk")
@@ -665,9 +682,8 @@ class CoreGen:
             self.ld(5, "maxv", hh)
             self.V("vsub", t, self.M("s", NK, hh * ml), "r5")
             self.V("vreq", t, t, 6, shift=self.shift("score"))
-            self.V("vadd", t, t, "r7")
             ev = self.M("e", NK, hh * geo.ml4)
-            self.V("vlut", ev, t, ("mem", 0, self.cp.addr("exp"), 129, 1))
+            self.V("vlut", ev, t, ("mem", 0, self.cp.addr("exp"), 129, 1), offset="r7")
             self.V("vmov", 1, ev, reduce="sum")
             if hl > 1:
                 self.st(1, "sumv", hh)
@@ -693,9 +709,8 @@ class CoreGen:
         for hh in range(hl):
             if hl > 1:
                 self.ld(5, "sumv", hh)
-            t4 = self.M("t", N4)
-            self.V("vreq", t4, self.M("e", N4, hh * geo.ml4), 5, shift=PROB_SHIFT)
-            self.V("vpack", self.M("pp", NW), t4)
+            self.V("vreq", self.M("pp", NW), self.M("e", N4, hh * geo.ml4), 5, shift=PROB_SHIFT,
+                   pack=True)
             acc, vw, pw = self.M("op", hd, hh * hd), self.M("vt", hd, hh * hd), \
                 self.M("pp", hd, stride=0)
             self.V("vdot4", acc, vw, pw)
@@ -717,14 +732,13 @@ class CoreGen:
             e.advanced(dp)
         self.row_reduce("op", rd, "osum")
         if self.east:
-            self.requant("osum", "o32", rd, "o")
-            self.pack("o32", "opk", rd)
+            self.requant("osum", "opk", rd, "o", pack=True)
 
     def final(self):
         geo, c, e = self.geo, self.c, self.e
         if self.south:
             self.phase("norm")
-            self.rmsnorm("xcur", "hf", "hpf", self.norm_shifts[-1])
+            self.rmsnorm("xcur", "hpf", self.norm_shifts[-1])
         self.phase("gemv")
         self.gemv_a("hpf", "xin_f", geo.vn(self.j), "wout", "logits")
         # argmax

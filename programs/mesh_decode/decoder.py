@@ -25,15 +25,22 @@ __all__ = ["MeshDecoder", "DecodeRun", "RQ_OPS", "KEPT_ONLY"]
 
 RQ_OPS = ("q", "k", "v", "score", "o", "attn", "up", "down")
 
-# Where each traced tensor lives: (layout, buffer); C = south row, R = east column.
-TENSORS = {"x0": ("C", "x0"), "h1": ("C", "h1"), "q": ("R", "q32"), "k": ("R", "k32"),
-           "v": ("R", "qkvb"), "o": ("R", "o32"), "a": ("C", "a32"), "x1": ("C", "x1"),
-           "h2": ("C", "h2"), "u": ("RF", "u32"), "g": ("RF", "g32"), "f": ("C", "f32"),
-           "x2": ("C", "x2"), "final.h": ("C", "hf"), "logits": ("RV", "logits")}
+# Where each traced tensor lives: layout (C = south row; R = east column, RF its d_ff slice,
+# RV its logits), buffer, offset in the buffer (in packed row slices: d / H / 4 words), and
+# whether it is packed (four int8 per word) or one int32 per element.
+TENSORS = {"x0": ("C", "x0", 0, False), "h1": ("C", "hp1", 0, True),
+           "q": ("R", "qkvb", 0, True), "k": ("R", "qkvb", 1, True),
+           "v": ("R", "qkvb", 2, False), "o": ("R", "opk", 0, True),
+           "a": ("C", "a32", 0, False), "x1": ("C", "x1", 0, False),
+           "h2": ("C", "hp2", 0, True), "u": ("RF", "u32", 0, False),
+           "g": ("RF", "gpk", 0, True), "f": ("C", "f32", 0, False),
+           "x2": ("C", "x2", 0, False), "final.h": ("C", "hpf", 0, True),
+           "logits": ("RV", "logits", 0, False)}
 
-# Tensors the in-place residual leaves in no buffer unless the intermediates are kept ("x2",
-# the layer's output, is then read from xcur).
-KEPT_ONLY = ("a", "x1", "f")
+# Tensors left in no buffer unless the intermediates are kept: the embedding is unpacked
+# straight into xcur, the residual works in place ("x2", the layer's output, is then read
+# from xcur).
+KEPT_ONLY = ("x0", "a", "x1", "f")
 
 PHASES = ("receive", "embed", "norm", "gemv", "qkv", "attention", "softmax", "elementwise", "argmax",
           "state")
@@ -334,35 +341,33 @@ class MeshDecoder:
         n = int(sram[cp.addr("outn")])
         return _signed(sram[cp.addr("out"):cp.addr("out") + n]).tolist()
 
-    def _word(self, result, x, y, name, layer=None, count=1):
-        cp = self.plan.cores[(x, y)]
-        a = cp.addr(name, layer)
-        return _signed(result.sram[self.config.tile_index(x, y), a:a + count])
+    def _elements(self, result, x, y, name, layer=None, count=1, offset=0, packed=False):
+        """``count`` elements of buffer ``name`` from word ``offset``: int32 words, or int8
+        lanes of count / 4 packed words."""
+        a = self.plan.cores[(x, y)].addr(name, layer) + offset
+        words = result.sram[self.config.tile_index(x, y), a:a + (count // 4 if packed else count)]
+        return words.view(np.int8).astype(np.int64) if packed else _signed(words)
 
     def read(self, result, name, layer=None):
         """An intermediate tensor of the last step, as the reference's trace names it: "x0",
         "h1", "q", "k", "v", "o", "a", "x1", "h2", "u", "g", "f", "x2" (with ``layer``),
         "final.h", "logits"."""
         geo = self.geo
-        layout, buf = TENSORS[name]
+        layout, buf, offset, packed = TENSORS[name]
         if not self.keep_intermediates:
             if name in KEPT_ONLY:
                 raise ValueError(f"{name!r} is traced only with keep_intermediates")
             if name == "x2":
                 buf = "xcur"
         if layout == "C":
-            return np.concatenate([self._word(result, x, geo.H - 1, buf, layer, geo.cd)
-                                   for x in range(geo.W)])
+            return np.concatenate([self._elements(result, x, geo.H - 1, buf, layer, geo.cd,
+                                              packed=packed) for x in range(geo.W)])
         if layout == "RV":
-            return np.concatenate([self._word(result, geo.W - 1, y, buf, layer, geo.vn(y))
+            return np.concatenate([self._elements(result, geo.W - 1, y, buf, layer, geo.vn(y))
                                    for y in range(geo.H)])
         n = geo.fr if layout == "RF" else geo.rd
-        parts = []
-        for y in range(geo.H):
-            cp = self.plan.cores[(geo.W - 1, y)]
-            a = cp.addr(buf, layer) + (2 * geo.rdw if name == "v" else 0)
-            parts.append(_signed(result.sram[self.config.tile_index(geo.W - 1, y), a:a + n]))
-        return np.concatenate(parts)
+        return np.concatenate([self._elements(result, geo.W - 1, y, buf, layer, n, offset * geo.rdw,
+                                          packed) for y in range(geo.H)])
 
     def read_kv(self, result, layer, length):
         """K, V (length x d int8 values) of ``layer`` as the run left the cache."""

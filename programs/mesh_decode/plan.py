@@ -227,8 +227,8 @@ def _core_plan(geo, x, y, keep=True):
     if south:
         a("tok_emb", geo.V * geo.cdw, "embeddings")
         a("pos_emb", geo.C * geo.cdw, "embeddings")
-        for name, words in (("xp", geo.cdw), ("ut", geo.cdw), ("x0", geo.cd), ("xcur", geo.cd),
-                            ("hf", geo.cd), ("hpf", geo.cdw)):
+        for name, words in (("xp", geo.cdw), ("ut", geo.cdw), ("xcur", geo.cd), ("hs", geo.cd),
+                            ("hpf", geo.cdw)) + ((("x0", geo.cd),) if keep else ()):
             a(name, words, "buffers")
     block = {}
     b = _Alloc(block)
@@ -242,14 +242,12 @@ def _core_plan(geo, x, y, keep=True):
                         ("pp", geo.vtw), ("maxv", geo.hl), ("sumv", geo.hl), ("op", geo.rd)):
         w(name, words, "buffers")
     if east:
-        for name, words in (("qkvacc", 3 * geo.rd), ("q32", geo.rd), ("k32", geo.rd),
-                            ("osum", geo.rd), ("o32", geo.rd), ("opk", geo.rdw),
-                            ("uacc", geo.fr), ("u32", geo.fr), ("g32", geo.fr),
-                            ("gpk", geo.frw)):
+        for name, words in (("qkvacc", 3 * geo.rd), ("osum", geo.rd), ("opk", geo.rdw),
+                            ("uacc", geo.fr), ("u32", geo.fr), ("gpk", geo.frw)):
             w(name, words, "buffers")
     if south:
-        for name, words in (("hp1", geo.cdw), ("h1", geo.cd), ("aacc", geo.cd),
-                            ("hp2", geo.cdw), ("h2", geo.cd), ("facc", geo.cd)):
+        for name, words in (("hp1", geo.cdw), ("aacc", geo.cd), ("hp2", geo.cdw),
+                            ("facc", geo.cd)):
             w(name, words, "buffers")
         if keep:                          # the residual's values, for the trace only
             for name in ("a32", "x1", "f32", "x2"):
@@ -369,8 +367,10 @@ def _suggestion(dims, config, keep):
     first = shapes[0]
     text = f"a {first[0]}x{first[1]} mesh or larger fits"
     if len(shapes) > 1:
-        text += " (so does " + ", ".join(f"{w}x{h}" for w, h in shapes[1:]) + \
-            f": {tiles} tiles is the fewest)"
+        others = [f"{w}x{h}" for w, h in shapes[1:]]
+        verb = "does" if len(others) == 1 else "do"
+        listed = others[0] if len(others) == 1 else ", ".join(others[:-1]) + " and " + others[-1]
+        text += f" (so {verb} {listed}: {tiles} tiles is the fewest)"
     return text
 
 
