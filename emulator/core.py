@@ -97,6 +97,8 @@ def _opcode_tables():
 _CLASS_OF, _NAME, _ZERO_EXTEND, _MACS_OF, _BINARY, _REDUCIBLE, _PACKABLE = _opcode_tables()
 _CODE = {name: code for code, name in enumerate(_NAME) if name is not None}
 _VPACK, _VLUT, _VREQ = _CODE["vpack"], _CODE["vlut"], _CODE["vreq"]
+# Opcodes whose accumulation into the destination saturates to int8 (isa.SATURATING_ACC: vreq).
+_SATURATING_ACC = np.array([name in isa.SATURATING_ACC for name in _NAME], dtype=bool)
 _OP_LSB = isa.FIELDS["op"].lsb
 
 # Vector issue checks work on a (3, k) block of operands: rows dd, da, db.
@@ -176,10 +178,11 @@ class CoreArray:
       (``v_t_fbase``, ``v_t_len``), the destination (``v_dmode``: memory, FOUT, .sum or .max;
       ``v_d_fbase``, ``v_d_stride``, ``v_d_cidx`` the flat credit counter of dd.color or the
       sentinel), ``v_accd`` (acc without red: the result is added to the old dd[i], which R
-      reads at the address X writes), ``v_rd`` and ``v_acc`` (the reduction), ``v_shift``
-      (vreq), ``v_reads`` and ``v_fins`` (SRAM reads and wavelets per element), ``v_packs``
-      (the results are packed four to a word: vpack, and vreq / vlut with pack) and
-      ``v_pack`` (the last four results, as uint32 words);
+      reads at the address X writes; ``isa.accumulate``, saturating for vreq), ``v_rd`` and
+      ``v_acc`` (the reduction), ``v_shift`` (imm6: vreq's shift, and vlut's, which
+      requantizes the index when not 0), ``v_reads`` and ``v_fins`` (SRAM reads and wavelets
+      per element), ``v_packs`` (the results are packed four to a word: vpack, and vreq /
+      vlut with pack) and ``v_pack`` (the last four results, as uint32 words);
     * stages M and X: ``m_valid``, ``m_i`` (element index), ``m_a``, ``m_b`` (its operands),
       ``m_d`` (the old dd[i] when accumulating into dd), and ``x_*`` likewise (for vlut,
       ``m_b`` is rs, the index offset, and ``x_b`` the table word).
@@ -838,7 +841,7 @@ class CoreArray:
             self._row[_SRAM_READS][rt] += self.v_reads[rt]
 
         # M -> X: vlut reads its table entry in the cycle the element moves (read port 1), at
-        # the index of a + rs (rs held as b).
+        # the index of a + rs, or of requantize(a, rs, shift) + 128 (rs held as b).
         mt = _nz(m_move)
         if mt.size:
             moved_b = self.m_b[mt]
@@ -846,7 +849,8 @@ class CoreArray:
                 lut = self.v_op[mt] == _VLUT
                 if _any(lut):
                     lt = mt[lut]
-                    index = isa.lookup_index(self.m_a[lt], self.v_t_len[lt], self.m_b[lt])
+                    index = isa.lookup_index(self.m_a[lt], self.v_t_len[lt], self.m_b[lt],
+                                             self.v_shift[lt])
                     moved_b[lut] = self._sram[self.v_t_fbase[lt] + index]
                     self._row[_SRAM_READS][lt] += 1
 
@@ -894,9 +898,10 @@ class CoreArray:
         return result
 
     def _execute(self, xt):
-        """Stage X of the elements of tiles ``xt`` (which fire): the element result (plus the
-        old dd[i] read in R when accumulating into dd; packed by ``isa.pack4`` with the three
-        before it when packing, meaningful at i mod 4 = 3), then the write to
+        """Stage X of the elements of tiles ``xt`` (which fire): the element result (combined
+        with the old dd[i] read in R by ``isa.accumulate`` when accumulating into dd; packed by
+        ``isa.pack4`` with the three before it when packing, meaningful at i mod 4 = 3), then
+        the write to
         ``sram[dd.base + j * stride]`` (j = i, or i / 4 when packing, which writes or sends
         only at i mod 4 = 3), the send on dd.color, or the reduction (add mod 2^32 or signed
         max); counts elements and MACs; retires the instruction when this is its last element,
@@ -905,7 +910,10 @@ class CoreArray:
         ops = self.v_op[xt]
         result = self._element_results(xt, ops, self.x_a[xt], self.x_b[xt])
         if self.n_accd:
-            result = np.where(self.v_accd[xt], result + self.x_d[xt], result)
+            accd = self.v_accd[xt]
+            if _any(accd):
+                summed = isa.accumulate(self.x_d[xt], result, _SATURATING_ACC[ops])
+                result = np.where(accd, summed, result)
         mode = self.v_dmode[xt]
         if self.n_pack:
             pack = self.v_packs[xt]

@@ -394,6 +394,8 @@ class Core(wiring.Component):
             setup.d_mem.eq(dst & kind(dd, mem)),
             setup.d_fout.eq(dst & kind(dd, fout)),
             setup.d_acc.eq(acc_dest & kind(dd, mem)),
+            setup.d_sat.eq(ctrl.v_acc_sat),
+            setup.shift.eq(ctrl.imm6),
             setup.pack.eq(pack),
             setup.lut.eq(lut),
             setup.max.eq(ctrl.max),

@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from mesh import isa
 
-__all__ = ["AluOp", "ALU_OPS", "Alu"]
+__all__ = ["AluOp", "ALU_OPS", "Alu", "saturate8", "requantize"]
 
 
 class AluOp(enum.Enum, shape=5):
@@ -57,9 +57,29 @@ ALU_OPS = {
 assert all(name in isa.BY_NAME for name in ALU_OPS)
 
 
-def _saturate8(value):
+def saturate8(value):
     """``value`` (signed) clamped to -128..127, as a signed 8-bit value."""
     return Mux(value > 127, 127, Mux(value < -128, -128, value))[:8].as_signed()
+
+
+def requantize(m, a, b, shift, product=None, name="requantize"):
+    """Gates of :func:`mesh.isa.requantize` in module ``m``: ``a`` (32 bits) times the multiplier
+    ``b`` (32 bits) as signed integers, rounded half up at ``shift`` (6 bits) and saturated to
+    int8; returns the signed 8-bit value (``eq`` to a word sign-extends it). Rounds as
+    ``(p >> (shift - 1) + 1) >> 1`` (``p`` for shift 0), which equals ``(p >> shift)`` plus bit
+    ``shift - 1`` of ``p``. ``product`` is a signed 64-bit signal already holding ``a * b``
+    (the ALU shares its multiplier with ``MUL`` and ``MULH``); without it a multiplier of its
+    own is built. ``name`` prefixes the signals."""
+    if product is None:
+        product = Signal(signed(64), name=f"{name}_product")
+        m.d.comb += product.eq(a.as_signed() * b.as_signed())
+    halved = Signal(signed(64), name=f"{name}_halved")
+    rounded = Signal(signed(65), name=f"{name}_rounded")
+    m.d.comb += [
+        halved.eq(product >> (shift - 1)[:6]),
+        rounded.eq(Mux(shift == 0, product, (halved + 1) >> 1)),
+    ]
+    return saturate8(rounded)
 
 
 class Alu(wiring.Component):
@@ -68,8 +88,8 @@ class Alu(wiring.Component):
 
     One signed 32 x 32 -> 64 bit multiplier serves ``MUL`` (low word), ``MULH`` (high word) and
     ``REQ``; four signed 8 x 8 multipliers serve the int8 lanes (``MUL8``, ``DOT4``). Shifts use
-    ``b & 31``. ``REQ`` rounds half up as ``(p >> (shift - 1) + 1) >> 1`` (``p`` for shift 0),
-    which equals :func:`mesh.isa.requantize`'s ``(p >> shift) + bit (shift - 1) of p``.
+    ``b & 31``. ``REQ`` is :func:`requantize` (the vector pipeline's requantized ``vlut`` index
+    uses the same function with a multiplier of its own).
 
     Members
     -------
@@ -102,13 +122,8 @@ class Alu(wiring.Component):
         product = Signal(signed(64))
         m.d.comb += product.eq(sa * sb)
 
-        # Requantize: round half up, saturate to int8, sign-extend.
-        halved = Signal(signed(64))
-        rounded = Signal(signed(65))
-        m.d.comb += [
-            halved.eq(product >> (self.shift - 1)[:6]),
-            rounded.eq(Mux(self.shift == 0, product, (halved + 1) >> 1)),
-        ]
+        # Requantize: round half up, saturate to int8 (sign-extended by the result's eq).
+        requantized = requantize(m, a, b, self.shift, product=product, name="req")
 
         # int8 lanes.
         la = [a[8 * k:8 * k + 8].as_signed() for k in range(4)]
@@ -158,17 +173,17 @@ class Alu(wiring.Component):
             with m.Case(AluOp.LUI):
                 m.d.comb += result.eq((b << 14)[:32])
             with m.Case(AluOp.ADD8):
-                m.d.comb += result.eq(Cat(_saturate8(la[k] + lb[k]) for k in range(4)))
+                m.d.comb += result.eq(Cat(saturate8(la[k] + lb[k]) for k in range(4)))
             with m.Case(AluOp.SUB8):
-                m.d.comb += result.eq(Cat(_saturate8(la[k] - lb[k]) for k in range(4)))
+                m.d.comb += result.eq(Cat(saturate8(la[k] - lb[k]) for k in range(4)))
             with m.Case(AluOp.MUL8):
-                m.d.comb += result.eq(Cat(_saturate8(lane_products[k]) for k in range(4)))
+                m.d.comb += result.eq(Cat(saturate8(lane_products[k]) for k in range(4)))
             with m.Case(AluOp.MAX8):
                 m.d.comb += result.eq(Cat(Mux(la[k] < lb[k], lb[k], la[k]) for k in range(4)))
             with m.Case(AluOp.DOT4):
                 m.d.comb += result.eq(sum(lane_products))
             with m.Case(AluOp.REQ):
-                m.d.comb += result.eq(_saturate8(rounded))
+                m.d.comb += result.eq(requantized)
             with m.Default():
                 m.d.comb += result.eq(Const(0, 32))
         return m

@@ -89,6 +89,7 @@ ControlLayout = data.StructLayout({
     "v_uses_db": 1,    # field c names a descriptor (a vector source or the vlut table)
     "v_lut": 1,
     "v_pack": 1,       # results packed four to a word: vpack, or vreq / vlut with field pack
+    "v_acc_sat": 1,    # acc without red saturates the sum to int8 (isa.SATURATING_ACC: vreq)
     "v_macs": 3,       # MACs per element
 })
 
@@ -168,6 +169,7 @@ class Decoder(wiring.Component):
                             ctrl.v_uses_db.eq(uses_db),
                             ctrl.v_lut.eq(lut),
                             ctrl.v_pack.eq(pack),
+                            ctrl.v_acc_sat.eq(op.name in isa.SATURATING_ACC),
                             ctrl.v_macs.eq(isa.MACS_PER_ELEMENT.get(op.name, 0)),
                         ]
                         bad_field = f["b"][3] | (~f["red"] & f["a"][3]) | (uses_db & f["c"][3])

@@ -7,6 +7,8 @@ from amaranth.lib.wiring import In, Out
 
 from mesh import isa
 
+from .core_alu import requantize, saturate8
+
 __all__ = ["VectorSetup", "VectorPipeline"]
 
 WORD = isa.WORD_BITS
@@ -22,9 +24,11 @@ VectorSetup = data.StructLayout({
     "d_fout": 1,          # ... or a fabric output stream (both 0 when reducing)
     "d_acc": 1,           # acc without red: X writes old dd[i] + result, the old dd[i] read
     #                       in R on port 1 (d_mem is set, b_mem is not)
+    "d_sat": 1,           # with d_acc: the sum saturates to int8 (vreq; isa.accumulate)
     "pack": 1,            # 4 results per destination word (vpack, vreq / vlut with pack)
     "lut": 1,             # vlut: the result is the table word at db.base + lookup_index(a, rs)
     "max": 1,             # a reduction combines with signed max instead of add
+    "shift": 6,           # imm6; vlut: > 0 requantizes the index (multiplier rs), 0 adds rs
     "a_base": 16, "a_stride": signed(16),
     "b_base": 16, "b_stride": signed(16),
     "d_base": 16, "d_stride": signed(16),
@@ -46,13 +50,17 @@ class VectorPipeline(wiring.Component):
        (``send``) or combines it into the accumulator. An element that must send and has no
        credit counts ``stall_out``.
     2. M *moves* to X if it holds an element and X is empty or fires; for ``vlut`` that issues
-       the table read on port 1, at the index of a + rs (``setup.b_rs`` is set: rs is b).
+       the table read on port 1, at the index of a + rs (``setup.b_rs`` is set: rs is b) or,
+       with ``setup.shift`` > 0, of requantize(a, rs, shift) + 128, computed in M by a
+       multiplier of its own (:func:`hdl.core_alu.requantize`, the ALU's ``REQ``), clamped
+       to the table (:func:`mesh.isa.lookup_index`).
     3. R *fires* the next element (i < n) if M is empty or moves and every fabric input source
        queue is non-empty (``a_ready``, ``b_ready``): it issues the memory reads (port 0 for a,
        port 1 for b, or for dd[i] with ``setup.d_acc``) or takes the queue heads (``pop_a``,
        ``pop_b``). If only the queues stop it, the cycle counts ``stall_in``. With
        ``setup.d_acc`` the old dd[i] travels with the element to X, which writes it plus the
-       result.
+       result (with ``setup.d_sat``, vreq, the signed sum saturated to int8:
+       :func:`mesh.isa.accumulate`).
 
     The element's result is the table word (``vlut``) or the ALU's result (``vpack`` uses
     ``MOV``). With ``setup.pack`` its low byte is lane i mod 4 of the destination word, which
@@ -164,13 +172,15 @@ class VectorPipeline(wiring.Component):
         x_sends = Signal()
         x_fire = Signal()
         value = Signal(WORD)     # the element's result, before packing or accumulating
+        summed = Signal(WORD)    # d_acc: old dd[i] + value, mod 2^32 or saturated (d_sat)
         result = Signal(WORD)    # what X writes, sends or reduces
         m.d.comb += [
             x_sends.eq(s.d_fout & x_last_of_word),
             x_fire.eq(self.enable & x_valid & (~x_sends | self.credit)),
             value.eq(Mux(s.lut, self.rdata1, self.alu_result)),
-            result.eq(Mux(s.pack, Cat(packed, value[:8]),
-                          Mux(s.d_acc, value + x_old, value))),
+            summed.eq(Mux(s.d_sat, saturate8(x_old.as_signed() + value.as_signed()),
+                          x_old + value)),
+            result.eq(Mux(s.pack, Cat(packed, value[:8]), Mux(s.d_acc, summed, value))),
             self.alu_a.eq(x_a),
             self.alu_b.eq(x_b),
         ]
@@ -196,11 +206,13 @@ class VectorPipeline(wiring.Component):
             m_b.eq(Mux(s.b_rs, self.rs, Mux(s.b_mem, self.rdata1, m_fin_b))),
             m_move.eq(self.enable & m_valid & (~x_valid | x_fire)),
         ]
-        # vlut: table index = clamp((a + rs) mod 2^32 as signed, 0, length - 1); b is rs.
+        # vlut: table index = clamp(x, 0, length - 1) of x = (a + rs) mod 2^32 as signed, or
+        # with shift > 0 of x = requantize(a, rs, shift) + 128 (isa.lookup_index); b is rs.
         lut_a = Signal(WORD)
         index = Signal(16)
+        lut_q = requantize(m, m_a, m_b, s.shift, name="lut")
         m.d.comb += [
-            lut_a.eq(m_a + m_b),
+            lut_a.eq(Mux(s.shift == 0, m_a + m_b, lut_q + 128)),
             index.eq(Mux(lut_a.as_signed() < 0, 0,
                          Mux(lut_a >= s.lut_length, s.lut_length - 1, lut_a[:16]))),
         ]

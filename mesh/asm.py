@@ -1146,7 +1146,9 @@ d1`); `.acc` alone adds each result to the destination vector: `vdot4.acc d2, d0
 d2[i] += dot4(d0[i], r3). Its operand `db|rs` is a descriptor (`vadd d2, d0, d1`) or a
 register, the same scalar for every element (`vadd d2, d0, r3`). `vreq` and `vlut` take
 `.pack` to pack their results four to a word as `vpack` does (`vreq.pack d1, d0, r2, 7`), and
-`vlut` an optional last operand, the register added to every index (`vlut d2, d0, d1, r3`).
+`vlut` two optional last operands: the register added to every index (`vlut d2, d0, d1, r3`),
+then a shift, which makes the index requantize(a, rs, shift) + 128 (`vlut d2, d0, d1, r3, 12`).
+`vreq.acc` saturates its sum to int8 (`vreq.acc d1, d0, r2, 7`: d1 = sat8(d1 + rq(d0))).
 
 **Pseudo-instructions** (builder methods):
 

@@ -78,8 +78,8 @@ _PACKABLE = " and ".join(sorted(PACKABLE, key=lambda name: BY_NAME[name].code))
 
 def operand_names(opcode, optional=True):
     """The operand names of ``opcode`` in builder order: assembly order with a memory operand
-    ``imm(ra)`` as two, e.g. ``ld`` takes ['rd', 'imm', 'ra']; optional operands (``rs`` of
-    ``vlut dd, da, db[, rs]``) only with ``optional``."""
+    ``imm(ra)`` as two, e.g. ``ld`` takes ['rd', 'imm', 'ra']; optional operands (``rs`` and
+    ``shift`` of ``vlut dd, da, db[, rs[, shift]]``) only with ``optional``."""
     names = []
     tokens = opcode.operands if optional else opcode.operands[:opcode.required]
     for token in tokens:
@@ -88,9 +88,12 @@ def operand_names(opcode, optional=True):
 
 
 def operand_count(opcode):
-    """How many operands ``opcode`` takes, as text for error messages: '3', or '3 or 4'."""
+    """How many operands ``opcode`` takes, as text for error messages: '3', '3 or 4', or
+    '3 to 5'."""
     least, most = len(operand_names(opcode, optional=False)), len(operand_names(opcode))
-    return str(most) if least == most else f"{least} or {most}"
+    if least == most:
+        return str(most)
+    return f"{least} or {most}" if most == least + 1 else f"{least} to {most}"
 
 
 def parse_register(value, what="register"):

@@ -22,6 +22,7 @@ __all__ = [
     "Format", "Group", "Opcode", "OPCODES", "BY_NAME", "BY_CODE", "Kind", "TrapCause",
     "COUNTERS", "TID_SELECTORS", "Instruction", "EncodingError", "encode", "decode",
     "disassemble", "alu", "lanes_op", "dot4", "requantize", "pack4", "lookup_index",
+    "accumulate", "SATURATING_ACC",
 ]
 
 WORD_BITS = 32
@@ -74,10 +75,11 @@ FIELDS = {f.name: f for f in [
     Field("pack", 9, 1, doc="vreq, vlut: pack the results' low bytes four to a word of dd, as "
                             "vpack does (the bit of `bsc`, which these two do not have)"),
     Field("acc", 8, 1, doc="vector: with red, start the reduction from rd instead of the "
-                           "identity; without red, add each result to the old dd[i]"),
+                           "identity; without red, add each result to the old dd[i] "
+                           "(vreq: saturating to int8)"),
     Field("red", 7, 1, doc="vector: reduce the results into register rd instead of writing dd"),
     Field("max", 6, 1, doc="vector reduction: combine with signed max instead of add"),
-    Field("imm6", 0, 6, doc="vector: shift amount of vreq"),
+    Field("imm6", 0, 6, doc="vector: shift amount of vreq, and of vlut's requantized index"),
 ]}
 
 
@@ -130,11 +132,11 @@ class Opcode:
 
     @property
     def operands(self):
-        """The operand names of :attr:`syntax`, optional ones (in brackets, at the end)
-        included: ``vlut`` has ('dd', 'da', 'db', 'rs')."""
-        required, _, optional = self.syntax.partition("[")
-        return tuple(t.strip() for t in (required + optional.rstrip("]")).split(",")
-                     if t.strip())
+        """The operand names of :attr:`syntax`, optional ones (in brackets, at the end, nested:
+        each needs the ones before it) included: ``vlut`` has ('dd', 'da', 'db', 'rs',
+        'shift')."""
+        text = self.syntax.replace("[", "").replace("]", "")
+        return tuple(t.strip() for t in text.split(",") if t.strip())
 
     @property
     def required(self):
@@ -271,15 +273,17 @@ OPCODES = [
     Opcode("vreq", 0x3D, Format.V, Group.VECTOR, "dd, da, rs, shift",
            "Requantize: dd[i] = saturate8(round(a[i] * rs / 2^shift)) as a sign-extended "
            "int32, rounding half up (see requantize). Counts 1 MAC. `.pack` packs the results "
-           "four to a word, as vpack.", _VEC, packs=True),
+           "four to a word, as vpack; `.acc` saturates: dd[i] = saturate8(dd[i] + result).",
+           _VEC, packs=True),
     Opcode("vpack", 0x3E, Format.V, Group.VECTOR, "dd, da",
            "dd[j] = the low bytes of a[4j], a[4j+1], a[4j+2], a[4j+3] packed as int8 lanes "
            "0..3 (dd.length must be n / 4, and n a multiple of 4).", _VEC),
-    Opcode("vlut", 0x3F, Format.V, Group.VECTOR, "dd, da, db[, rs]",
-           "Table lookup: dd[i] = sram[db.base + clamp(a[i] + rs, 0, db.length - 1)], a[i] + rs "
-           "taken mod 2^32 as a signed integer (rs is r0 when left out; db is a memory "
-           "vector: the table; its stride is not used). `.pack` packs the results four to a "
-           "word, as vpack.", _VEC, packs=True),
+    Opcode("vlut", 0x3F, Format.V, Group.VECTOR, "dd, da, db[, rs[, shift]]",
+           "Table lookup: dd[i] = sram[db.base + clamp(index, 0, db.length - 1)] with index = "
+           "a[i] + rs taken mod 2^32 as a signed integer, or with shift > 0 requantize(a[i], "
+           "rs, shift) + 128 (see lookup_index; rs is r0 and shift 0 when left out; db is a "
+           "memory vector: the table; its stride is not used). `.pack` packs the results four "
+           "to a word, as vpack.", _VEC, packs=True),
 ]
 
 BY_NAME = {op.name: op for op in OPCODES}
@@ -295,6 +299,10 @@ REDUCIBLE = frozenset(op.name for op in OPCODES
 # Vector instructions that may pack their results (field pack, bit 9): dd[j] gets the low bytes
 # of results 4j..4j+3, as vpack packs its elements.
 PACKABLE = frozenset(op.name for op in OPCODES if op.packs)
+# Vector instructions whose accumulation into the destination (acc without red) saturates to
+# int8 instead of wrapping: dd[i] = saturate8(dd[i] + result[i]) (see accumulate), so that
+# vreq.acc is a residual connection x = sat8(x + rq(a)).
+SATURATING_ACC = frozenset({"vreq"})
 # Multiply-accumulates counted per element.
 MACS_PER_ELEMENT = {"vdot4": 4, "vmul8": 4, "vmul": 1, "vreq": 1}
 MACS_PER_SCALAR = {"mul": 1, "mulh": 1}
@@ -457,7 +465,9 @@ def disassemble(word):
         operands += [r(f["d"]), str(f["imm6"])]
     elif op.name == "vlut":
         operands.append(d(f["c"]))
-        if f["d"]:
+        if f["imm6"]:
+            operands += [r(f["d"]), str(f["imm6"])]   # the requantized index: rs, shift
+        elif f["d"]:
             operands.append(r(f["d"]))      # the index offset rs (r0 when left out)
     elif op.name in BINARY_VECTOR:
         operands.append(r(f["d"]) if f["bsc"] else d(f["c"]))
@@ -600,11 +610,30 @@ def pack4(a0, a1, a2, a3):
     return _pack_lanes(np.stack([_s32(v) for v in (a0, a1, a2, a3)], axis=-1))
 
 
-def lookup_index(a, table_length, offset=0):
-    """vlut's table index: clamp(s32((a + offset) mod 2^32), 0, table_length - 1), where
-    ``offset`` is register rs (r0, zero, when the assembly leaves it out)."""
+def lookup_index(a, table_length, offset=0, shift=0):
+    """vlut's table index, clamped to 0..table_length - 1: with ``shift`` = 0, s32((a + offset)
+    mod 2^32), where ``offset`` is register rs (r0, zero, when the assembly leaves it out);
+    with ``shift`` > 0 (vlut's imm6), requantize(a, offset, shift) + 128: rs is then the
+    requantize multiplier and the index an int8 moved to 0..255."""
+    shift = np.asarray(shift, dtype=np.int64)
     index = _s32(_u32(_word(a).astype(np.int64) + _word(offset).astype(np.int64)))
+    if np.any(shift > 0):
+        requantized = _s32(requantize(a, _word(offset), shift)) + 128
+        index = np.where(shift > 0, requantized, index)
     return np.clip(index, 0, np.asarray(table_length, dtype=np.int64) - 1)
+
+
+def accumulate(old, result, saturate=False):
+    """The word an accumulation into the destination (acc without red) writes: old + result
+    mod 2^32, or where ``saturate`` (the instructions of :data:`SATURATING_ACC`, vreq)
+    saturate8(s32(old) + s32(result)) as a sign-extended int32 (the sum taken exactly, then
+    clamped to -128..127)."""
+    wrapped = _u32(_word(old).astype(np.int64) + _word(result).astype(np.int64))
+    saturate = np.asarray(saturate, dtype=bool)
+    if not np.any(saturate):
+        return wrapped
+    clamped = _u32(np.clip(_s32(_word(old)) + _s32(_word(result)), -128, 127))
+    return np.where(saturate, clamped, wrapped)
 
 
 # docs/ISA.md ------------------------------------------------------------------------------------
@@ -728,6 +757,7 @@ def isa_markdown():
     binary = ", ".join(f"`{name}`" for name in sorted(BINARY_VECTOR, key=lambda n: BY_NAME[n].code))
     packable = " and ".join(f"`{name}`" for name in sorted(PACKABLE,
                                                             key=lambda n: BY_NAME[n].code))
+    saturating = " and ".join(f"`{name}`" for name in sorted(SATURATING_ACC))
     add(f"* **Scalar operand.** In {binary}, operand `db|rs` is either a descriptor (`vadd d2, "
         f"d0, d1`) or a register, the same value for every element (`vadd d2, d0, r3`: field "
         f"`bsc` set, the register in field `d`).\n"
@@ -738,7 +768,11 @@ def isa_markdown():
         f"`.max` it starts the reduction from the value of `rd` instead of the identity (0 "
         f"for `.sum`, -2^31 for `.max`): `vdot4.sum.acc r1, d0, d1` adds a dot product to r1. "
         f"Alone it accumulates into the destination: dd[i] = dd[i] + result[i] (mod 2^32), "
-        f"result[i] being what the instruction would otherwise write. The old dd[i] is read "
+        f"result[i] being what the instruction would otherwise write; on {saturating} the sum "
+        f"saturates instead: dd[i] = saturate8(dd[i] + result[i]), the old word and the "
+        f"requantized value added as signed integers and clamped to -128..127 (sign-extended), "
+        f"so `vreq.acc d1, d0, r2, 7` is a residual connection x = sat8(x + rq(a)). The old "
+        f"dd[i] is read "
         f"in stage R of element i on read port 1, so dd must be a memory vector and operand "
         f"b must not be one (b is a register, a fabric input stream, or absent); the cycles "
         f"are unchanged. `vdot4.acc d2, d0, r3` does d2[i] += dot4(d0[i], r3): four MACs per "
@@ -758,6 +792,13 @@ def isa_markdown():
         f"before the clamp: index = clamp(s32((a[i] + rs) mod 2^32), 0, db.length - 1). Left "
         f"out, rs is r0. A table of the 256 int8 values -128..127 stored at entries 0..255 "
         f"is looked up with rs = 128.\n"
+        f"* **Requantized index.** `vlut dd, da, db, rs, shift` with shift > 0 (field `imm6`, "
+        f"0 when left out) requantizes the index first: index = clamp(requantize(a[i], rs, "
+        f"shift) + 128, 0, db.length - 1), rs being the multiplier, as in `vreq`; a table of "
+        f"256 entries is indexed by the int8 value, -128 at entry 0 (`vlut d2, d0, d1, r3, "
+        f"12` is vreq and the int8 table lookup in one pass). The cycles and counters are "
+        f"those of the plain `vlut` (no MAC is counted). With shift 0 the index is a[i] + rs "
+        f"as above.\n"
         "* **Multiply-accumulates** counted per element: "
         + ", ".join(f"`{name}` {n}" for name, n in MACS_PER_ELEMENT.items())
         + "; per scalar instruction: "

@@ -13,14 +13,17 @@ chosen in range, and fabric traffic is organised so that it cannot deadlock:
 Between phases each core runs random straight-line code, loops, forward branches, calls and
 vector instructions over memory. Each end of a stream is, at random, one vector instruction
 (``vmov``/``vadd``/``vmul``/``.sum`` reductions on a fabric descriptor, an accumulation into a
-memory destination with the stream as operand a or b, ``vreq.pack``/``vlut.pack`` sending
-packed words, ``vlut`` of the stream with an index offset, packed or not) or a scalar loop of
-``ld``/``send`` or ``recv``/``st``. Vector instructions over memory accumulate into their
-destination (``.acc`` without a reduction) when their operand b allows it (a register or none),
-with destinations of every stride, 0 included; ``vreq`` and ``vlut`` pack their results
-(``.pack``) now and then, and ``vlut`` adds an index offset (a small one, or whatever its
-register holds). A quarter of the initial data words are small signed numbers, so that table
-indices land inside their tables as well as on both sides.
+memory destination with the stream as operand a or b, saturating ``vreq.acc`` included,
+``vreq.pack``/``vlut.pack`` sending packed words, ``vlut`` of the stream with an index offset or
+a requantized index, packed or not) or a scalar loop of ``ld``/``send`` or ``recv``/``st``.
+Vector instructions over memory accumulate into their destination (``.acc`` without a
+reduction) when their operand b allows it (a register or none), with destinations of every
+stride, 0 included; most ``vreq.acc`` follow a ``vreq`` into the same destination (the
+residual pattern), so that the saturating sums start from int8 words; ``vreq`` and ``vlut``
+pack their results (``.pack``) now and then, and ``vlut`` adds an index offset (a small one,
+or whatever its register holds) or requantizes its index (``vlut dd, da, db, rs, shift``, rs a
+multiplier of random size, tables of up to 256 words). A quarter of the initial data words are
+small signed numbers, so that table indices land inside their tables as well as on both sides.
 
 :data:`DEADLOCK` is the opposite, for the error paths: two cores each waiting for the other.
 """
@@ -153,7 +156,7 @@ def _produce(rng, core, color, length, labels):
         if rng.random() < 0.5:
             core.vreq(2, 0, f"r{_reg(rng, True)}", rng.randrange(64), pack=True)
         else:
-            core.vlut(2, 0, _table(rng, core), *_lut_offset(rng, core), pack=True)
+            core.vlut(2, 0, *_lookup(rng, core), pack=True)
     elif rng.random() < 0.6:
         core.mem_vector(0, base, length)
         core.fabric_out(2, color, length)
@@ -195,9 +198,11 @@ def _consume(rng, core, color, length, labels):
         core.fabric_in(0, color, length)
         dest = STREAM_AREA + rng.randrange(0, 56 - length + 1)
         core.mem_vector(2, dest, length, rng.choice([1, 1, 0]))
-        op = rng.choice(["vmov", "vadd", "vsub", "vdot4", "vmax8"])
+        op = rng.choice(["vmov", "vadd", "vsub", "vdot4", "vmax8", "vreq"])
         if op == "vmov":
             core.vmov(2, 0, acc=True)
+        elif op == "vreq":          # saturating: dd[i] = sat8(dd[i] + rq(a[i]))
+            core.vreq(2, 0, f"r{_reg(rng, True)}", rng.randrange(64), acc=True)
         elif rng.random() < 0.5:
             core.emit(op, 2, 0, f"r{_reg(rng, True)}", acc=True)
         else:
@@ -206,10 +211,10 @@ def _consume(rng, core, color, length, labels):
     elif kind < 0.88:
         # Table lookups of the stream, with an index offset; packed when the length allows.
         core.fabric_in(0, color, length)
-        table = _table(rng, core)
+        lookup = _lookup(rng, core)
         pack = length % 4 == 0 and rng.random() < 0.6
         core.mem_vector(2, base, length // 4 if pack else length)
-        core.vlut(2, 0, table, *_lut_offset(rng, core), pack=pack)
+        core.vlut(2, 0, *lookup, pack=pack)
     else:
         top = f"recv{next(labels)}"
         core.li(STREAM_ADDRESS, base)
@@ -283,7 +288,7 @@ def _memory(rng, core):
 
 def _vector(rng, core):
     """One vector instruction over memory vectors, all in range."""
-    op = rng.choice(VECTOR_BINARY + ["vmov", "vreq", "vpack", "vlut"])
+    op = rng.choice(VECTOR_BINARY + ["vmov", "vreq", "vreq", "vpack", "vlut"])
     n = rng.choice([0, 1, 2, 3, 4, 7, 8, 12])
     if op == "vpack":
         n -= n % 4
@@ -292,7 +297,8 @@ def _vector(rng, core):
     if op not in ("vpack", "vlut") and rng.random() < 0.3:
         reduce = rng.choice(["sum", "max"])
     # acc without a reduction: dd[i] += result[i] (needs b not a memory vector).
-    acc_dest = reduce is None and op in isa.REDUCIBLE and rng.random() < 0.35
+    acc_dest = (reduce is None and op in isa.REDUCIBLE
+                and rng.random() < (0.6 if op == "vreq" else 0.35))
     # .pack (vreq, vlut; not with a reduction or acc): four results to a word, as vpack.
     pack = (op in isa.PACKABLE and reduce is None and not acc_dest and n % 4 == 0
             and rng.random() < 0.4)
@@ -303,10 +309,18 @@ def _vector(rng, core):
     else:
         dest = _reg(rng)
     if op == "vreq":
-        core.vreq(dest, 0, f"r{_reg(rng, True)}", rng.randrange(64), reduce=reduce,
-                  acc=acc_dest or reduce is not None and rng.random() < 0.5, pack=pack)
+        shift = rng.randrange(64)
+        if acc_dest and rng.random() < 0.7:
+            # The residual pattern x = rq(a); x = sat8(x + rq(a')): int8 words in dd, so that
+            # the saturating sums land on both sides of -128..127.
+            core.vreq(dest, 0, _multiplier(rng, core), rng.randrange(16))
+            _memory_vector(rng, core, 0, n, DATA_WORDS)
+            shift = rng.randrange(16)
+        core.vreq(dest, 0, _multiplier(rng, core) if acc_dest else f"r{_reg(rng, True)}", shift,
+                  reduce=reduce, acc=acc_dest or reduce is not None and rng.random() < 0.5,
+                  pack=pack)
     elif op == "vlut":
-        core.vlut(dest, 0, _table(rng, core), *_lut_offset(rng, core), pack=pack)
+        core.vlut(dest, 0, *_lookup(rng, core), pack=pack)
     elif op in ("vmov", "vpack"):
         core.emit(op, dest, 0, reduce=reduce,
                   acc=acc_dest or reduce is not None and rng.random() < 0.5)
@@ -320,23 +334,43 @@ def _vector(rng, core):
                   acc=acc_dest or reduce is not None and rng.random() < 0.5)
 
 
-def _table(rng, core):
-    """Descriptor d1 = a vlut table of 1..16 words inside the initial data; returns 1."""
+def _table(rng, core, large=False):
+    """Descriptor d1 = a vlut table: 1..16 words inside the initial data, or (``large``) 1..16
+    or 100..256 words anywhere in the SRAM (a requantized index is 0..255); returns 1."""
+    if large and rng.random() < 0.6:
+        length = rng.randint(100, 256)
+        core.mem_vector(1, rng.randrange(0, 256 - length + 1), length)
+        return 1
     length = rng.randint(1, 16)
     core.mem_vector(1, rng.randrange(0, DATA_WORDS - length + 1), length)
     return 1
 
 
-def _lut_offset(rng, core):
-    """vlut's optional index offset rs: none (r0) half the time, else a register holding a
-    small offset or whatever it holds. Returns the operands to add ([] or ["rN"])."""
+def _lookup(rng, core):
+    """vlut's operands after da: the table (d1) and the optional index operands: none (r0)
+    40% of the time, an index offset rs (a small one, or whatever its register holds) 35%,
+    else rs and a shift > 0, the requantized index requantize(a, rs, shift) + 128, rs a
+    multiplier of a random size (or whatever its register holds). Returns [1] + operands."""
     kind = rng.random()
-    if kind < 0.5:
-        return []
+    if kind < 0.4:
+        return [_table(rng, core)]
     rs = _reg(rng, zero=True)
-    if rs and kind < 0.8:
-        core.li(rs, rng.randint(-20, 20))
-    return [f"r{rs}"]
+    if kind < 0.75:
+        if rs and kind < 0.65:
+            core.li(rs, rng.randint(-20, 20))
+        return [_table(rng, core), f"r{rs}"]
+    multiplier = _multiplier(rng, core) if rs else "r0"
+    shift = rng.choice([rng.randint(1, 12), rng.randint(1, 63)])
+    return [_table(rng, core, large=True), multiplier, shift]
+
+
+def _multiplier(rng, core):
+    """A register for a requantize multiplier: most of the time loaded with a random value of
+    random size (0 .. 2^17 in magnitude), else whatever it holds. Returns its name."""
+    rs = _reg(rng)
+    if rng.random() < 0.8:
+        core.li(rs, rng.randint(-(1 << rng.randrange(18)), 1 << rng.randrange(18)))
+    return f"r{rs}"
 
 
 def _memory_vector(rng, core, d, n, limit, low=0):

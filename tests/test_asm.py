@@ -226,13 +226,19 @@ def test_vector_syntax():
         vlut d2, d0, d1, r5
         VLUT.PACK d2, d0, d1, R15
         vlut d2, d0, d1, r0
+        vlut d2, d0, d1, r3, 12
+        vlut.pack d2, d0, d1, r4, 63
+        vlut d2, d0, d1, r0, 1
+        vlut d2, d0, d1, r3, 0
         halt
 """) == ["vadd d2, d0, d1", "vadd d2, d0, r3", "vdot4.sum r1, d0, d1",
          "vdot4.sum.acc r1, d0, d1", "vmax.max.acc r2, d0, r4", "vreq d1, d0, r2, 7",
          "vreq.sum r1, d0, r2, 0", "vpack d1, d0", "vlut d2, d0, d1", "vmov.max r9, d3",
          "vdot4.acc d2, d0, r3", "vmov.acc d1, d0", "vreq.acc d1, d0, r2, 7",
          "vadd.acc d2, d0, d1", "vreq.pack d1, d0, r2, 7", "vlut.pack d2, d0, d1",
-         "vlut d2, d0, d1, r5", "vlut.pack d2, d0, d1, r15", "vlut d2, d0, d1", "halt"]
+         "vlut d2, d0, d1, r5", "vlut.pack d2, d0, d1, r15", "vlut d2, d0, d1",
+         "vlut d2, d0, d1, r3, 12", "vlut.pack d2, d0, d1, r4, 63", "vlut d2, d0, d1, r0, 1",
+         "vlut d2, d0, d1, r3", "halt"]
 
 
 def test_pack_and_the_vlut_offset_encode_field_pack_and_rs():
@@ -255,6 +261,27 @@ def test_pack_and_the_vlut_offset_encode_field_pack_and_rs():
     assert assemble_instruction("vlut d2, d0, d1") == isa.encode("vlut", a=2, b=0, c=1)
     assert CoreBuilder("c").vlut(2, 0, 1).image().instructions == (
         isa.encode("vlut", a=2, b=0, c=1),)
+
+
+def test_the_vlut_shift_encodes_imm6():
+    """vlut's optional fifth operand, the shift of the requantized index, goes to field imm6
+    (0 when left out); assembler, builder and disassembly agree, .pack included."""
+    word = assemble_instruction("vlut d2, d0, d1, r3, 12")
+    assert word == isa.encode("vlut", a=2, b=0, c=1, d=3, imm6=12)
+    assert CoreBuilder("c").vlut(2, 0, 1, "r3", 12).image().instructions == (word,)
+    word = assemble_instruction("vlut.pack d2, d0, d1, r3, 7")
+    assert word == isa.encode("vlut", a=2, b=0, c=1, d=3, imm6=7, pack=1)
+    assert CoreBuilder("c").vlut(2, 0, 1, 3, 7, pack=True).image().instructions == (word,)
+    assert isa.disassemble(word) == "vlut.pack d2, d0, d1, r3, 7"
+    assert assemble_instruction("vlut d2, d0, d1, r3, 0") == isa.encode("vlut", a=2, b=0, c=1,
+                                                                         d=3)
+
+
+def test_vreq_acc_still_encodes_acc_without_red():
+    """vreq.acc (saturating at run time) is the plain acc field: nothing new in the word."""
+    word = assemble_instruction("vreq.acc d1, d0, r2, 7")
+    assert word == isa.encode("vreq", a=1, b=0, d=2, imm6=7, acc=1)
+    assert CoreBuilder("c").vreq(1, 0, "r2", 7, acc=True).image().instructions == (word,)
 
 
 def test_accumulate_into_the_destination_encodes_acc_without_red():
@@ -428,7 +455,8 @@ def canonical_word(draw, op=None):
         if name == "vreq":
             f.update(d=draw(reg), imm6=draw(st.integers(0, 63)))
         elif name == "vlut":
-            f.update(c=draw(desc), d=draw(reg))      # d: the index offset (r0: none)
+            # d: the index offset or multiplier (r0: none); imm6: the index's shift (0: none)
+            f.update(c=draw(desc), d=draw(reg), imm6=draw(st.sampled_from([0, 0, 1, 12, 63])))
         elif name in BINARY_VECTOR:
             if draw(st.booleans()):
                 f.update(bsc=1, d=draw(reg))
@@ -516,9 +544,14 @@ CORE = ".core main (0,0)\n"
     (CORE + "  vreq.pack.max r1, d0, r2, 7\n", "2:3", "'.pack' cannot go with '.max'"),
     (CORE + "  vreq.acc.pack d1, d0, r2, 7\n", "2:3", "'.pack' cannot go with '.acc'"),
     (CORE + "  vlut.pack.pack d1, d0, d2\n", "2:3", "'.pack' is given twice"),
-    (CORE + "  vlut d1, d0\n", "2:14", "vlut takes 3 or 4 operand(s) (dd, da, db[, rs]), not 2"),
-    (CORE + "  vlut d1, d0, d2, r1, r2\n", "2:24", "vlut takes 3 or 4 operand(s) (dd, da, "
-                                                   "db[, rs]), not 5"),
+    (CORE + "  vlut d1, d0\n", "2:14", "vlut takes 3 to 5 operand(s) (dd, da, db[, rs[, "
+                                       "shift]]), not 2"),
+    (CORE + "  vlut d1, d0, d2, r1, 3, 4\n", "2:27", "vlut takes 3 to 5 operand(s) (dd, da, "
+                                                     "db[, rs[, shift]]), not 6"),
+    (CORE + "  vlut d1, d0, d2, r1, r2\n", "2:24", "expected a value, found register or "
+                                                   "descriptor 'r2'"),
+    (CORE + "  vlut d1, d0, d2, r1, 64\n", "2:24", "vlut: imm6 must be an integer from 0 to 63, "
+                                                   "not 64"),
     (CORE + "  vlut d1, d0, d2, d3\n", "2:20", "rs must be r0..r15, not 'd3'"),
     (CORE + "  vlut d1, d0, d2, 128\n", "2:20", "expected a register r0..r15 (rs), found "
                                                 "'128'"),
@@ -733,9 +766,9 @@ def test_builder_operand_forms():
         "and r1, r2, r3", "or r1, r2, r3"]
     assert operand_names(BY_NAME["ld"]) == ["rd", "imm", "ra"]
     assert operand_names(BY_NAME["halt"]) == []
-    assert operand_names(BY_NAME["vlut"]) == ["dd", "da", "db", "rs"]
+    assert operand_names(BY_NAME["vlut"]) == ["dd", "da", "db", "rs", "shift"]
     assert operand_names(BY_NAME["vlut"], optional=False) == ["dd", "da", "db"]
-    assert operand_count(BY_NAME["vlut"]) == "3 or 4" and operand_count(BY_NAME["ld"]) == "3"
+    assert operand_count(BY_NAME["vlut"]) == "3 to 5" and operand_count(BY_NAME["ld"]) == "3"
 
 
 def test_builder_locations_point_at_the_callers_line():
@@ -783,8 +816,10 @@ def test_builder_undefined_label_is_reported_at_the_instruction():
      "vreq: pack cannot go with reduce or acc (a packed word is written or sent whole)"),
     (lambda c: c.vreq(1, 0, 2, 7, acc=True, pack=True), "vreq: pack cannot go with reduce or acc"),
     (lambda c: c.vlut(1, 0, 2, reduce="sum", pack=True), "vlut cannot reduce"),
-    (lambda c: c.vlut(1, 0), "vlut takes 3 or 4 operand(s) (dd, da, db[, rs]), not 2"),
-    (lambda c: c.vlut(1, 0, 2, 3, 4), "vlut takes 3 or 4 operand(s) (dd, da, db[, rs]), not 5"),
+    (lambda c: c.vlut(1, 0), "vlut takes 3 to 5 operand(s) (dd, da, db[, rs[, shift]]), not 2"),
+    (lambda c: c.vlut(1, 0, 2, 3, 4, 5), "vlut takes 3 to 5 operand(s) (dd, da, db[, rs[, "
+                                         "shift]]), not 6"),
+    (lambda c: c.vlut(1, 0, 2, 3, 64), "vlut: imm6 must be an integer from 0 to 63, not 64"),
     (lambda c: c.vlut(1, 0, 2, "d3"), "vlut: rs must be r0..r15, not 'd3'"),
     (lambda c: c.vlut(1, 0, 2, 16), "vlut: rs must be r0..r15, not 16"),
     (lambda c: c.li(1, 1 << 32), "li: 4294967296 is not a 32-bit integer"),

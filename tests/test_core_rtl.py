@@ -540,6 +540,85 @@ def test_packed_results_and_the_lut_offset(core_bench):
         4 * n, n + 2 * n + 2 * n + n, 2 + 2 + n + 2, n)
 
 
+def test_vreq_acc_saturates(core_bench):
+    """vreq.acc: dd[i] = saturate8(s32(dd[i]) + rq(a[i])), the exact sum clamped (see the
+    emulator's test for the hand computation); vmov.acc on the same words still wraps. Both
+    take n + 2 cycles."""
+    a = [40, -40, 10, 100, -100, 0, 1, -1]
+    old = [100, -100, -20, -100, 100, 1000, 0x7FFFFFFF, 0x80000000]
+    n = len(a)
+    program = [desc(0, base=0, length=n), desc(2, base=100, length=n),
+               desc(3, base=120, length=n), li(9, 3),
+               vec("vreq", 2, 0, rs=9, shift=1, acc=1),            # pc 11
+               vec("vmov", 3, 0, acc=1),                           # pc 12
+               HALT]
+    sram = {**{i: v & MASK32 for i, v in enumerate(a)},
+            **{100 + i: v & MASK32 for i, v in enumerate(old)},
+            **{120 + i: v & MASK32 for i, v in enumerate(old)}}
+    result = run_core(core_bench, program, sram)
+    expected = [127, -128, -5, 27, -28, 127, 127, -128]
+    assert result.sram[100:100 + n].tolist() == [x & MASK32 for x in expected]
+    assert result.sram[120:120 + n].tolist() == [(o + x) & MASK32 for o, x in zip(old, a)]
+    retire_cycle = {pc: cycle for cycle, pc in result.retired}
+    for pc in (11, 12):
+        assert retire_cycle[pc] - retire_cycle[pc - 1] == n + 2
+    c = result.counters
+    assert (c["sram_reads"], c["sram_writes"], c["macs"]) == (4 * n, 2 * n, n)
+
+
+def test_vreq_acc_saturates_into_a_stride_0_destination(core_bench):
+    """Three chains of a stride-0 destination, each saturating: 100 + 20 + 20 -> 127."""
+    a = [5, 5, 20, 5, 5, 20]
+    program = [desc(0, base=0, length=6), desc(1, base=80, length=6, stride=0), li(9, 1),
+               vec("vreq", 1, 0, rs=9, shift=0, acc=1), HALT]
+    result = run_core(core_bench, program, {**dict(enumerate(a)), 80: 100})
+    assert result.sram[80] == 127
+    assert (result.counters["sram_writes"], result.counters["sram_reads"]) == (6, 12)
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_vlut_requantized_index(core_bench, seed):
+    """vlut dd, da, db, rs, shift with shift > 0: the table word at
+    clamp(requantize(a[i], rs, shift) + 128, 0, db.length - 1) (isa.lookup_index; a
+    multiplier of the pipeline's own in stage M), packed or not; shift 0 keeps a + rs. A
+    160-entry table, so that indices above 159 clamp. Every vlut takes n + 2 cycles and
+    counts no MAC."""
+    rng = np.random.default_rng(seed)
+    n = 12
+    small = rng.integers(-150, 150, n).astype(np.int64) & MASK32
+    a = np.where(rng.integers(0, 3, n) == 0, random_words(rng, n), small).astype(np.uint32)
+    table = random_words(rng, 160)
+    mult = int(rng.integers(0x1000, 0x3000))
+    program = [desc(0, base=0, length=n), desc(1, base=64, length=160),
+               desc(2, base=224, length=n), li(5, mult),
+               vec("vlut", 2, 0, 1, rs=5, shift=13),                # pc 11
+               desc(3, base=236, length=n), li(6, (-3) & MASK32),
+               vec("vlut", 3, 0, 1, rs=6, shift=1),                 # pc 17: a negative rs
+               desc(4, base=248, length=n // 4),
+               vec("vlut", 4, 0, 1, rs=5, shift=12, pack=1),        # pc 21
+               desc(7, base=16, length=n),
+               vec("vlut", 7, 0, 1, rs=6),                          # pc 25: shift 0, a + rs
+               HALT]
+    sram = {**dict(enumerate(a)), **{64 + i: v for i, v in enumerate(table)}}
+    result = run_core(core_bench, program, sram)
+
+    def looked_up(rs, shift):
+        return table[isa.lookup_index(a, 160, np.uint32(rs), shift)]
+
+    assert result.sram[224:224 + n].tolist() == looked_up(mult, 13).tolist()
+    assert result.sram[236:236 + n].tolist() == looked_up(-3 & MASK32, 1).tolist()
+    words = looked_up(mult, 12)
+    assert result.sram[248:248 + n // 4].tolist() == [
+        int(isa.pack4(*words[4 * j:4 * j + 4])) for j in range(n // 4)]
+    assert result.sram[16:16 + n].tolist() == looked_up(-3 & MASK32, 0).tolist()
+    retire_cycle = {pc: cycle for cycle, pc in result.retired}
+    for pc in (11, 17, 21, 25):
+        assert retire_cycle[pc] - retire_cycle[pc - 1] == n + 2
+    c = result.counters
+    assert (c["elements"], c["sram_reads"], c["sram_writes"], c["macs"]) == (
+        4 * n, 8 * n, 3 * n + n // 4, 0)
+
+
 def test_packed_results_to_a_fabric_stream_under_backpressure(core_bench):
     """vreq.pack to a FOUT stream sends at i mod 4 = 3 only: words 0 and 1 leave in the X
     cycles of elements 3 and 7 and use up both credits; elements 8..10 send nothing and pass X
@@ -614,7 +693,9 @@ def test_accumulate_into_destination(core_bench):
     for i in range(n):
         chains[i % 3] = (chains[i % 3] + int(w[i])) & MASK32
     assert result.sram[100] == chains[(n - 1) % 3]
-    assert result.sram[32:32 + n].tolist() == (3 + isa.requantize(old, x, 9)).tolist()
+    # vreq.acc saturates: saturate8(3 + rq) (isa.accumulate), not 3 + rq.
+    rq = isa.requantize(old, x, 9)
+    assert result.sram[32:32 + n].tolist() == isa.accumulate(np.uint32(3), rq, True).tolist()
     retire_cycle = {pc: cycle for cycle, pc in result.retired}
     for pc in (8, 12, 19):   # each issues the cycle after its predecessor retires
         assert retire_cycle[pc] - retire_cycle[pc - 1] == n + 2

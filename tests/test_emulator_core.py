@@ -602,6 +602,128 @@ def test_vlut_index_offset(a, rs, index):
     assert retire_cycles(emu)[-2][0] == t0 + 2 + 1
 
 
+# vreq.acc saturates; vlut's requantized index -------------------------------------------------
+
+def test_vreq_acc_saturates():
+    """vreq.acc: dd[i] = saturate8(s32(dd[i]) + rq(a[i])), the sum exact (no wrap first); with
+    rs = 3, shift 1, worked out by hand: rq = 60, -60, 15, 150 -> 127, -150 -> -128, 0,
+    1.5 -> 2, -1.5 -> -1; plus the old words 100, -100, -20, -100, 100, 1000, 2^31 - 1, -2^31:
+    160 -> 127, -160 -> -128, -5, 27, -28, 1000 -> 127, 2^31 + 1 -> 127, -2^31 - 1 -> -128.
+    vmov.acc on the same words still wraps. n + 2 cycles, one more read per element."""
+    a = [40, -40, 10, 100, -100, 0, 1, -1]
+    old = [100, -100, -20, -100, 100, 1000, 0x7FFFFFFF, 0x80000000]
+    n = len(a)
+    sram = np.zeros(256, dtype=np.uint32)
+    sram[:n] = np.array(a) & 0xFFFFFFFF
+    sram[100:100 + n] = np.array(old) & 0xFFFFFFFF
+    sram[120:120 + n] = np.array(old) & 0xFFFFFFFF
+    words = const(9, 3) + mem(0, 0, n) + mem(2, 100, n) + mem(3, 120, n)
+    t0 = len(words)
+    emu, result = run1(words + [E("vreq", a=2, b=0, d=9, imm6=1, acc=1),
+                                E("vmov", a=3, b=0, acc=1), E("halt")], sram)
+    expected = [127, -128, -5, 27, -28, 127, 127, -128]
+    assert result.sram[0, 100:100 + n].tolist() == [x & 0xFFFFFFFF for x in expected]
+    assert result.sram[0, 120:120 + n].tolist() == [(o + x) & 0xFFFFFFFF for o, x in zip(old, a)]
+    assert retire_cycles(emu)[-3][0] - t0 == n + 1     # issued in t0, retires in t0 + n + 1
+    c = counters(result)
+    assert (c["sram_reads"], c["sram_writes"], c["elements"], c["macs"]) == (4 * n, 2 * n,
+                                                                           2 * n, n)
+
+
+def test_vreq_acc_saturates_into_a_stride_0_destination():
+    """Stride 0: element i sees the writes of i - 3 and earlier only, as for every acc into
+    dd; each of the three chains saturates on its own. rq = a (rs = 1, shift 0); w = 100:
+    chain 0 (elements 0, 3): 105, 110; chain 1: 105, 110; chain 2 (elements 2, 5): 120, then
+    140 -> 127, the final word (the wrapping add would leave 140)."""
+    a = [5, 5, 20, 5, 5, 20]
+    sram = np.zeros(256, dtype=np.uint32)
+    sram[0:6], sram[80] = a, 100
+    words = const(9, 1) + mem(0, 0, 6) + mem(1, 80, 6, 0) + [
+        E("vreq", a=1, b=0, d=9, imm6=0, acc=1), E("halt")]
+    _, result = run1(words, sram)
+    assert result.sram[0, 80] == 127
+    assert counters(result)["sram_writes"] == 6 and counters(result)["sram_reads"] == 12
+
+
+def test_vlut_requantized_index():
+    """vlut dd, da, db, rs, shift with shift > 0: index = requantize(a[i], rs, shift) + 128,
+    clamped to the table; rs = 3, shift 2, worked out by hand: 3a / 4 = 0, 0.75 -> 1,
+    1.5 -> 2, -0.75 -> -1, -1.5 -> -1 (half up), 75, -75, 37.5 -> 38, 750 -> 127, -750 -> -128;
+    + 128: 128, 129, 130, 127, 127, 203, 53, 166, 255, 0. A 100-entry table clamps at 99. The
+    cycles and counters are those of the plain vlut (no MAC)."""
+    a = [0, 1, 2, -1, -2, 100, -100, 50, 1000, -1000]
+    n = len(a)
+    index = [128, 129, 130, 127, 127, 203, 53, 166, 255, 0]
+    table = [1000 + k for k in range(256)]
+    sram = np.zeros(1024, dtype=np.uint32)
+    sram[:n] = np.array(a) & 0xFFFFFFFF
+    sram[256:512] = table
+    words = const(7, 3) + mem(0, 0, n) + mem(1, 256, 256) + mem(2, 600, n) + mem(3, 256, 100) \
+        + mem(4, 620, n)
+    t0 = len(words)
+    emu, result = run1(words + [E("vlut", a=2, b=0, c=1, d=7, imm6=2),
+                                E("vlut", a=4, b=0, c=3, d=7, imm6=2), E("halt")], sram,
+                       config=BIG)
+    assert result.sram[0, 600:600 + n].tolist() == [1000 + k for k in index]
+    assert result.sram[0, 620:620 + n].tolist() == [1000 + min(k, 99) for k in index]
+    assert retire_cycles(emu)[-3][0] - t0 == n + 1
+    c = counters(result)
+    assert (c["elements"], c["sram_reads"], c["sram_writes"], c["macs"]) == (2 * n, 4 * n,
+                                                                           2 * n, 0)
+
+
+def test_vlut_requantized_index_looks_up_an_int8_table():
+    """The use: exp-like table of the int8 inputs x = -128..127 at entries 0..255, indexed by
+    rq(s) of int32 scores s in one instruction (vreq then vlut with rs = 128 give the same)."""
+    table = [(x * 7 + 3) & 0xFFFFFFFF for x in range(-128, 128)]
+    scores = [-70000, -1, 0, 12345, 99999, -5000, 640, -641]
+    n = len(scores)
+    mult, shift = 0x5432, 20
+    sram = np.zeros(1024, dtype=np.uint32)
+    sram[:n] = np.array(scores) & 0xFFFFFFFF
+    sram[256:512] = table
+    words = const(7, mult) + [E("addi", a=8, b=0, imm18=128)] + mem(0, 0, n) \
+        + mem(1, 256, 256) + mem(2, 600, n) + mem(3, 700, n) + mem(4, 720, n) + [
+            E("vlut", a=2, b=0, c=1, d=7, imm6=shift),
+            E("vreq", a=3, b=0, d=7, imm6=shift), E("vlut", a=4, b=3, c=1, d=8), E("halt")]
+    _, result = run1(words, sram, config=BIG)
+    q = isa.requantize(np.array(scores) & 0xFFFFFFFF, np.uint32(mult), shift).view(np.int32)
+    assert result.sram[0, 600:600 + n].tolist() == [table[int(x) + 128] for x in q]
+    assert result.sram[0, 600:600 + n].tolist() == result.sram[0, 720:720 + n].tolist()
+
+
+@pytest.mark.parametrize("a, rs, shift, index", [
+    (5, 2, 1, 133), (-5, 2, 1, 123),      # rq = 5, -5
+    (3, 1, 1, 130), (-3, 1, 1, 127),      # 1.5 -> 2, -1.5 -> -1
+    (1000, 1, 1, 199), (-1000, 1, 1, 0),  # saturated, then clamped to the 200-entry table
+    (7, 0, 5, 128),                       # r0 as the multiplier: rq = 0
+    (0x7FFFFFFF, 0x7FFFFFFF, 63, 128),    # (2^31 - 1)^2 / 2^63 rounds to 0
+    (5, 3, 0, 8),                         # shift 0: a + rs, as before
+])
+def test_vlut_requantized_index_cases(a, rs, shift, index):
+    table = values(200)
+    emu, result, t0 = vector_run(E("vlut", a=2, b=0, c=1, d=6 if rs else 0, imm6=shift),
+                                 np.array([a, a], dtype=np.int64) & 0xFFFFFFFF, table=table,
+                                 db=(40, 1), setup=const(6, rs & 0xFFFFFFFF))
+    assert result.sram[0, 100:102].tolist() == [table[index]] * 2
+    assert retire_cycles(emu)[-2][0] == t0 + 2 + 1
+
+
+def test_vlut_pack_with_a_requantized_index():
+    """vlut.pack dd, da, db, rs, shift: the table words' low bytes, four to a word; rs = 1,
+    shift 1: a / 2 = 0, 0.5 -> 1, 1, -0.5 -> 0, 2.5 -> 3, -2.5 -> -2, 50, -50."""
+    a = [0, 1, 2, -1, 5, -5, 100, -100]
+    table = [k & 0xFF for k in range(256)]        # entry k holds k: the byte is the index
+    sram = np.zeros(1024, dtype=np.uint32)
+    sram[:8] = np.array(a) & 0xFFFFFFFF
+    sram[256:512] = table
+    words = const(5, 1) + mem(0, 0, 8) + mem(1, 256, 256) + mem(2, 600, 2) + [
+        E("vlut", a=2, b=0, c=1, d=5, imm6=1, pack=1), E("halt")]
+    _, result = run1(words, sram, config=BIG)
+    idx = [128, 129, 129, 128, 131, 126, 178, 78]
+    assert result.sram[0, 600:602].tolist() == [int(isa.pack4(*idx[:4])), int(isa.pack4(*idx[4:]))]
+
+
 # Fabric ---------------------------------------------------------------------------------------
 
 PAIR = MeshConfig(width=2, height=1, colors=4, sram_words=256, imem_words=64)
@@ -1066,6 +1188,11 @@ MIXED = [
     mem(0, 0, 12) + mem(1, 50, 3) + mem(2, 16, 7) + mem(3, 60, 12) + const(4, 0xFFFFFFF0)
     + [E("vreq", a=1, b=0, d=4, imm6=9, pack=1), E("vlut", a=1, b=0, c=2, d=4, pack=1),
        E("vlut", a=3, b=0, c=2, d=4), E("vpack", a=1, b=3), E("halt")],
+    # saturating vreq.acc (into small words and a stride-0 word), vlut's requantized index
+    mem(0, 0, 8) + mem(1, 20, 8) + mem(2, 30, 5) + mem(3, 45, 8, 0) + mem(4, 60, 8)
+    + const(5, 0x3001) + [E("vand", a=1, b=0, c=0), E("vreq", a=1, b=0, d=5, imm6=24, acc=1),
+                          E("vreq", a=3, b=0, d=5, imm6=30, acc=1),
+                          E("vlut", a=4, b=0, c=2, d=5, imm6=27), E("halt")],
 ]
 
 

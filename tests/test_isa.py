@@ -98,7 +98,8 @@ def test_bit_9_is_bsc_or_pack():
 
 
 def test_operands_and_optional_operands():
-    assert BY_NAME["vlut"].operands == ("dd", "da", "db", "rs")
+    assert BY_NAME["vlut"].operands == ("dd", "da", "db", "rs", "shift")
+    assert BY_NAME["vlut"].syntax == "dd, da, db[, rs[, shift]]"
     assert BY_NAME["vlut"].required == 3
     assert BY_NAME["ld"].operands == ("rd", "imm(ra)") and BY_NAME["ld"].required == 2
     assert BY_NAME["halt"].operands == () and BY_NAME["halt"].required == 0
@@ -227,6 +228,11 @@ def test_disassemble_formats():
     assert disassemble(encode("vlut", a=1, b=2, c=3, d=4)) == "vlut d1, d2, d3, r4"
     assert disassemble(encode("vlut", a=1, b=2, c=3, d=15, pack=1)) == \
         "vlut.pack d1, d2, d3, r15"
+    # vlut's shift (imm6, the requantized index): ", rN, S" when it is not 0, r0 included.
+    assert disassemble(encode("vlut", a=1, b=2, c=3, d=4, imm6=12)) == "vlut d1, d2, d3, r4, 12"
+    assert disassemble(encode("vlut", a=1, b=2, c=3, imm6=1)) == "vlut d1, d2, d3, r0, 1"
+    assert disassemble(encode("vlut", a=1, b=2, c=3, d=5, imm6=63, pack=1)) == \
+        "vlut.pack d1, d2, d3, r5, 63"
     # bit 9 on vmov / vpack is bsc, which they ignore: not shown.
     assert disassemble(encode("vpack", a=1, b=2, bsc=1)) == "vpack d1, d2"
     # Illegal combinations still disassemble (they trap when run).
@@ -461,3 +467,59 @@ def test_lookup_index_with_an_offset(a, n, offset):
 def test_lookup_index_cases(a, offset, n, expected):
     assert int(isa.lookup_index(u32(a), n, u32(offset))) == expected
     assert int(isa.lookup_index(u32(a), n, offset)) == expected     # signed offsets too
+
+
+@given(a=words, n=st.integers(1, 300), multiplier=word32, shift=st.integers(1, 63))
+def test_lookup_index_requantized(a, n, multiplier, shift):
+    """With shift > 0: index = clamp(requantize(a, rs, shift) + 128, 0, n - 1), rs the
+    multiplier."""
+    check_elementwise(isa.lookup_index(as_array(a), n, np.uint32(multiplier), shift),
+                      [max(0, min(s32(python_requantize(x, multiplier, shift)) + 128, n - 1))
+                       for x in a], "lookup_index")
+
+
+@pytest.mark.parametrize("a, rs, shift, n, expected", [
+    (100, 1, 3, 256, 13 + 128),              # 12.5 rounds half up to 13
+    (-100, 1, 3, 256, -12 + 128),            # -12.5 rounds half up to -12
+    (5000, 1, 3, 256, 255),                  # saturates at 127
+    (-5000, 1, 3, 256, 0),                   # saturates at -128
+    (5000, 1, 3, 200, 199),                  # 255, clamped to the table
+    (-1, 1, 1, 256, 128),                    # -0.5 rounds to 0
+    (7, -3, 1, 256, -10 + 128),              # a negative multiplier: -21 / 2 = -10.5 -> -10
+    (0x7FFFFFFF, 0x7FFFFFFF, 63, 256, 128),  # (2^31 - 1)^2 / 2^63 = 0.49999 -> 0
+    (5, 128, 0, 256, 133),                   # shift 0: a + rs, as before
+])
+def test_lookup_index_requantized_cases(a, rs, shift, n, expected):
+    assert int(isa.lookup_index(u32(a), n, u32(rs), shift)) == expected
+    assert int(isa.lookup_index(u32(a), n, rs, shift)) == expected
+
+
+def test_lookup_index_mixes_shifts_per_element():
+    """The emulator looks up the elements of many tiles at once: shift per element."""
+    index = isa.lookup_index(as_array([100, 100, 100]), np.array([256, 256, 10]),
+                             as_array([1, 1, 1]), np.array([0, 3, 3]))
+    assert index.tolist() == [101, 141, 9]
+
+
+@pytest.mark.parametrize("old, result, saturate, expected", [
+    (100, 27, True, 127), (100, 28, True, 127), (100, 27, False, 127), (100, 28, False, 128),
+    (-100, -28, True, -128), (-100, -29, True, -128), (-100, -29, False, -129),
+    (5, -7, True, -2), (5, -7, False, -2),
+    (0x7FFFFFFF, 1, True, 127),              # exact: 2^31, not -2^31 (no wrap first)
+    (0x7FFFFFFF, 1, False, -(1 << 31)),      # wraps
+    (-(1 << 31), -1, True, -128),
+    (1000, 0, True, 127), (-1000, 0, True, -128),   # the old word is clamped too
+])
+def test_accumulate(old, result, saturate, expected):
+    """acc without red: old + result mod 2^32, or for vreq saturate8(s32(old) + s32(result))."""
+    assert int(isa.accumulate(u32(old), u32(result), saturate)) == u32(expected)
+    assert isa.SATURATING_ACC == {"vreq"}
+
+
+@given(old=words, result=word32, saturate=st.booleans())
+def test_accumulate_matches_python(old, result, saturate):
+    expected = [u32(sat8(s32(x) + s32(result))) if saturate else u32(x + result) for x in old]
+    check_elementwise(isa.accumulate(as_array(old), np.uint32(result), saturate), expected,
+                      "accumulate")
+    mixed = isa.accumulate(as_array(old), np.uint32(result), np.array([saturate] * len(old)))
+    check_elementwise(mixed, expected, "accumulate")

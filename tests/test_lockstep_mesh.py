@@ -125,29 +125,84 @@ def test_a_wrong_emulator_alu_is_caught(monkeypatch):
 def test_a_wrong_emulator_lut_offset_is_caught(monkeypatch):
     """vlut's index offset is fuzzed: an emulator that drops it (the RTL adds it in its own
     gates) diverges."""
-    config = make_config((2, 1, 4, 2))
     reference = isa.lookup_index
-    monkeypatch.setattr(isa, "lookup_index", lambda a, length, offset=0: reference(a, length))
-    seeds = [s for s in range(200) if ("vlut", False, True) in _packing(random_program(s, config))]
-    with pytest.raises(Divergence, match="differs at tiles"):
-        for seed in seeds[:5]:
+    _check_a_wrong_emulator_is_caught(
+        monkeypatch, "lookup_index",
+        lambda a, length, offset=0, shift=0: reference(a, length, 0, shift))
+
+
+def test_a_wrong_emulator_lut_requantize_is_caught(monkeypatch):
+    """vlut's requantized index is fuzzed: an emulator that ignores the shift, indexing by
+    a + rs (the RTL requantizes with a multiplier of its own in stage M), diverges."""
+    reference = isa.lookup_index
+    _check_a_wrong_emulator_is_caught(
+        monkeypatch, "lookup_index",
+        lambda a, length, offset=0, shift=0: reference(a, length, offset))
+
+
+def test_a_wrong_emulator_vreq_acc_is_caught(monkeypatch):
+    """vreq.acc's saturation is fuzzed: an emulator whose vreq.acc wraps as the other
+    instructions' acc does (the RTL saturates in its own gates) diverges."""
+    reference = isa.accumulate
+    _check_a_wrong_emulator_is_caught(
+        monkeypatch, "accumulate", lambda old, result, saturate=False: reference(old, result))
+
+
+def _check_a_wrong_emulator_is_caught(monkeypatch, name, wrong, count=3):
+    """With ``isa.<name>`` replaced by ``wrong`` in the emulator only, the lockstep comparison
+    reports a divergence on each of the first ``count`` random programs (of 200) whose
+    emulated final SRAM or registers the mistake changes; there must be that many."""
+    config = make_config((2, 1, 4, 2))
+
+    def final_state(case):
+        result = MeshEmulator(case.program).run(max_cycles=20_000)
+        return result.sram.tobytes() + result.registers.tobytes()
+
+    seeds = []
+    for seed in range(200):
+        case = random_program(seed, config)
+        right = final_state(case)
+        with monkeypatch.context() as patch:
+            patch.setattr(isa, name, wrong)
+            if final_state(case) != right:
+                seeds.append(seed)
+        if len(seeds) == count:
+            break
+    assert len(seeds) == count, f"the generator exercises {name} too rarely"
+    monkeypatch.setattr(isa, name, wrong)
+    for seed in seeds:
+        with pytest.raises(Divergence, match="differs at tiles"):
             compare(random_program(seed, config), simulation(config))
 
 
-def test_programs_pack_and_offset_their_lookups():
-    """The generator emits .pack on vreq and vlut and vlut with an index offset rs, often."""
-    seen = set()
+def test_programs_pack_offset_and_requantize_their_lookups():
+    """The generator emits .pack on vreq and vlut, vlut with an index offset rs and with a
+    requantized index (rs, shift), and vreq.acc, often."""
+    seen, accumulating = set(), 0
     for seed in range(40):
-        seen |= _packing(random_program(seed, make_config((2, 2, 8, 2))))
-    assert {("vreq", True, False), ("vlut", True, True), ("vlut", True, False),
-            ("vlut", False, True)} <= seen
+        case = random_program(seed, make_config((2, 2, 8, 2)))
+        seen |= _packing(case)
+        accumulating += bool(_vreq_acc(case))
+    assert {("vreq", True, False, False), ("vlut", True, True, False),
+            ("vlut", True, False, False), ("vlut", False, True, False),
+            ("vlut", False, True, True), ("vlut", True, True, True)} <= seen
+    assert accumulating >= 10
 
 
 def _packing(case):
-    """(name, pack, nonzero rs) of the vreq and vlut instructions of ``case``."""
-    return {(ins.opcode.name, bool(ins.pack), ins.opcode.name == "vlut" and ins.d != 0)
+    """(name, pack, nonzero rs, shift > 0) of the vreq and vlut instructions of ``case`` (the
+    last two only for vlut: its index offset or requantize multiplier, and shift)."""
+    return {(ins.opcode.name, bool(ins.pack), ins.opcode.name == "vlut" and ins.d != 0,
+             ins.opcode.name == "vlut" and ins.imm6 != 0)
             for image in case.program.images for ins in map(isa.decode, image.instructions)
             if ins.opcode.name in isa.PACKABLE}
+
+
+def _vreq_acc(case):
+    """The vreq.acc (accumulate into the destination) words of ``case``."""
+    return [w for image in case.program.images for w in image.instructions
+            if isa.decode(w).opcode.name == "vreq" and isa.decode(w).acc
+            and not isa.decode(w).red]
 
 
 def _mnemonics(case):
