@@ -69,7 +69,7 @@ def test_mesh_cycles_equal_the_decoders_for_the_tiny_model_on_4x4(report):
     p = _point(report, "strong", "4x4")
     assert p["position"] == cache.length == 8
     assert p["mesh_decode"]["cycles"] == p["mesh_decode"]["cycles_per_token"] == run.cycles
-    assert run.cycles == 3754       # simulated cycles are exact
+    assert run.cycles == 3569       # simulated cycles are exact
 
 
 def test_baseline_cycles_and_speedup(report):
@@ -157,7 +157,7 @@ def test_weak_model_dims_grow_with_the_sram_per_core():
     assert _weak(*large).weight_bytes > 2 * _weak(*small).weight_bytes
 
 
-def test_sram_words_sets_every_mesh_of_the_sweep(monkeypatch, tmp_path):
+def test_sram_words_and_colors_set_every_mesh_of_the_sweep(monkeypatch, tmp_path):
     seen = []
     import wafer.bench_decode as bench
 
@@ -168,12 +168,16 @@ def test_sram_words_sets_every_mesh_of_the_sweep(monkeypatch, tmp_path):
     monkeypatch.setattr(bench, "_point", point)
     out = tmp_path / "d.json"
     assert main(["bench", "decode", "--strong", "2x2", "--weak", "4x4", "--ttft", "none",
-                 "--sram-words", "12288", "--json", str(out), "--plot", "none"]) == 0
-    assert [(c.shape, c.sram_words) for c in seen] == [("2x2", 12288), ("4x4", 12288)]
+                 "--sram-words", "12288", "--colors", "9", "--json", str(out), "--plot",
+                 "none"]) == 0
+    assert [(c.shape, c.sram_words, c.colors) for c in seen] == [("2x2", 12288, 9),
+                                                                 ("4x4", 12288, 9)]
     data = json.loads(out.read_text())
     assert data["sram_words"] == 12288 and data["sram_bytes_per_core"] == 48 * 1024
+    assert data["colors"] == 9
     assert DecodeSweep(sram_words=12288).mesh("8x8") == MeshConfig(8, 8, sram_words=12288)
     assert DecodeSweep().sram_words == MeshConfig().sram_words == 4096
+    assert DecodeSweep().colors == MeshConfig().colors == 8
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -182,6 +186,7 @@ def test_sram_words_sets_every_mesh_of_the_sweep(monkeypatch, tmp_path):
     (["--sram-words", "100"], "--sram-words: sram_words must be from 256 to 12288, not 100"),
     (["--sram-words", "12289"], "--sram-words: sram_words must be from 256 to 12288"),
     (["--sram-words", "x"], "--sram-words: 'x' is not an integer"),
+    (["--colors", "25"], "--colors: colors must be from 1 to 24, not 25"),
     (["--strong", "none", "--weak", "none", "--ttft", "none"], "nothing to run"),
 ])
 def test_bad_options_are_usage_errors(argv, message, capsys):

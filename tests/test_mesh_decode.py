@@ -76,12 +76,16 @@ def test_one_step_every_tensor_4x4(tiny):
     assert_last_step_exact(dec, run.result, trace, logits, after)
 
 
-@pytest.mark.parametrize("shape, prompt", [((4, 4), "7+86="), ((8, 8), "123+459=")],
-                         ids=["4x4", "8x8"])
-def test_generates_the_tokens_of_generate_int(tiny, shape, prompt):
+@pytest.mark.parametrize("shape, colors, prompt", [((4, 4), 8, "7+86="),
+                                                   ((8, 8), 8, "123+459="),
+                                                   ((8, 8), 9, "45+678=")],
+                         ids=["4x4", "8x8", "8x8-bypass"])
+def test_generates_the_tokens_of_generate_int(tiny, shape, colors, prompt):
     """A multi-step loop on the mesh: the token goes back through the embedding tables on the
-    mesh, the loop stops at END; the last step's tensors are the reference's."""
-    dec = decoder(tiny, MeshConfig(*shape))
+    mesh, the loop stops at END; the last step's tensors are the reference's. With a ninth
+    color the row all-reduces run as two chains (the west half's on the bypass color)."""
+    dec = decoder(tiny, MeshConfig(*shape, colors=colors))
+    assert dec.geo.split == (4 if colors > 8 else 0)
     expected = tiny.generate_int(prompt)
     steps = len(expected) - 1
     first, cache, tokens, trace, logits, after = reference(tiny, prompt, steps)

@@ -95,7 +95,9 @@ class DecodeSweep:
     (B/cycle; ``dram_bandwidth``, the default, is added); ``ttft``: mesh shapes of the
     time-to-first-token comparison (``prompt``); ``sram_words``: every mesh's data SRAM per
     core, in 32-bit words (4096, :class:`mesh.MeshConfig`'s default, is 16 KiB; 12288, the
-    most it allows, is a WSE-3 core's 48 KiB)."""
+    most it allows, is a WSE-3 core's 48 KiB); ``colors``: every mesh's colors (8, the
+    default; with 9 or more the decode's single-word row all-reduces run as two chains, see
+    :mod:`programs.mesh_decode.plan`)."""
     strong: tuple = ("2x2", "4x4", "8x8", "16x16")
     weak: tuple = ("4x4", "8x8", "16x16")
     bandwidths: tuple = (1, 2, 4, 8, 16)
@@ -104,17 +106,20 @@ class DecodeSweep:
     ttft: tuple = ("4x4", "8x8")
     prompt: str = PROMPT
     sram_words: int = MeshConfig.sram_words
+    colors: int = MeshConfig.colors
 
     def mesh(self, shape):
-        """The :class:`mesh.MeshConfig` of ``shape`` ("WxH") with ``sram_words`` per core."""
-        return replace(MeshConfig.parse_shape(shape), sram_words=self.sram_words)
+        """The :class:`mesh.MeshConfig` of ``shape`` ("WxH") with ``sram_words`` per core and
+        ``colors``."""
+        return replace(MeshConfig.parse_shape(shape), sram_words=self.sram_words,
+                       colors=self.colors)
 
     def all_bandwidths(self):
         return tuple(sorted(set(self.bandwidths) | {self.dram_bandwidth}))
 
     def check(self):
         from mesh.prefill import PrefillConfig
-        MeshConfig(sram_words=self.sram_words)      # its range check (ConfigError)
+        MeshConfig(sram_words=self.sram_words, colors=self.colors)   # range checks
         for shape in (*self.strong, *self.weak, *self.ttft):
             self.mesh(shape)
         for bw in self.all_bandwidths():
@@ -349,7 +354,7 @@ def run_decode_sweep(sweep, progress=None):
         "prompt": sweep.prompt, "position": len(prompt_tokens),
         "dram_bandwidth": sweep.dram_bandwidth, "bandwidths": list(sweep.all_bandwidths()),
         "share": sweep.share, "weak_model": dict(WEAK), "sram_words": sweep.sram_words,
-        "sram_bytes_per_core": 4 * sweep.sram_words,
+        "sram_bytes_per_core": 4 * sweep.sram_words, "colors": sweep.colors,
         "dram_bandwidth_source": (
             f"default {sweep.dram_bandwidth} B/cycle: the 8x8 engine does 128 ops/cycle; a "
             f"real accelerator's balance point is ~{H100_OPS_PER_BYTE:.0f} FLOP/DRAM byte "
@@ -433,8 +438,8 @@ def render_decode(report, console):
     P = report["position"]
     sram = _sram_text(report["sram_words"])
     mesh = Table(title=f"Mesh decode, one step at position {P}: weights resident in SRAM, "
-                       f"{sram} ({report['sram_words']:,} words; emulator cycles, exact); "
-                       f"roofline = weight MACs / (4 x cores)")
+                       f"{sram} ({report['sram_words']:,} words), {report['colors']} colors "
+                       f"(emulator cycles, exact); roofline = weight MACs / (4 x cores)")
     for c in ("scaling", "mesh", "model", "weights", "% SRAM", "cycles/token", "roofline",
               "% roofline", "MAC util", "fabric wait", "SRAM B/cyc"):
         mesh.add_column(c, justify="left" if c in ("scaling", "mesh", "model") else "right",

@@ -16,8 +16,8 @@
     wafer bench link [--sizes 16K,256K,1M] [--lanes 1,2,4] [--drops 0,0.001,0.01,0.05]
                      [--seeds 1,2,3,4] [--json [FILE]] [--plot FILE] [--quick]
     wafer bench decode [--strong WxH,...] [--weak WxH,...] [--bandwidths B,...]
-                       [--dram-bandwidth B] [--share F] [--sram-words N] [--ttft WxH,...]
-                       [--json [FILE]] [--plot FILE] [--quick]
+                       [--dram-bandwidth B] [--share F] [--sram-words N] [--colors N]
+                       [--ttft WxH,...] [--json [FILE]] [--plot FILE] [--quick]
 
 ``wafer run`` without PROGRAM is the main demo: disaggregated inference of the tiny
 transformer (prefill on the prefill engine, the KV cache over the packet link, decode on the
@@ -216,6 +216,9 @@ def _parser():
                         help="data SRAM per core of every mesh, in 32-bit words, 256 to 12288 "
                              "(default: 4096 = 16 KiB; 12288 = 48 KiB is a Cerebras WSE-3 "
                              "core's)")
+    decode.add_argument("--colors", metavar="N",
+                        help="colors of every mesh, 1 to 24 (default: 8; with 9 or more the "
+                             "decode's single-word row all-reduces take a bypass color)")
     decode.add_argument("--ttft", metavar="WxH,...",
                         help="meshes of the time-to-first-token comparison; 'none' for none "
                              "(default: 4x4,8x8)")
@@ -499,6 +502,13 @@ def _decode_sweep(args):
         except ConfigError as error:
             raise UsageError(f"--sram-words: {error}") from None
         values["sram_words"] = words
+    if args.colors is not None:
+        colors = _integer(args.colors.strip(), "--colors", 1)
+        try:
+            MeshConfig(colors=colors)
+        except ConfigError as error:
+            raise UsageError(f"--colors: {error}") from None
+        values["colors"] = colors
     sweep = DecodeSweep(**values)
     try:
         sweep.check()

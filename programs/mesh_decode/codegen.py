@@ -24,7 +24,7 @@ from mesh import Port, checkerboard_color
 from mesh.builder import CoreBuilder
 from programs.integer_ops import PROB_SHIFT, RECIP_SHIFT, RSQRT_SHIFT
 
-from .plan import COLORS, LAYER_CONSTS
+from .plan import BYPASS, COLORS, LAYER_CONSTS
 
 __all__ = ["CoreGen", "add_routes", "gemv_form"]
 
@@ -59,6 +59,11 @@ def add_routes(routes, geo):
         if W > 1:
             routes.row_reduce_chain(y, ROW, toward=Port.E)
             routes.row_multicast(WEST, y, W - 1)
+        if geo.split:             # (split - 1, y) straight to (W - 1, y)
+            routes.set(geo.split - 1, y, BYPASS, inputs=Port.RAMP, outputs=Port.E)
+            for x in range(geo.split, W - 1):
+                routes.set(x, y, BYPASS, inputs=Port.W, outputs=Port.E)
+            routes.set(W - 1, y, BYPASS, inputs=Port.W, outputs=Port.RAMP)
     for x in range(W):
         if H > 1:
             routes.column_reduce_chain(x, COL, toward=Port.S)
@@ -173,9 +178,9 @@ class Emitter:
 
     def operands(self, *specs):
         chosen, pinned = {}, set()
-        for spec in specs:
-            if spec in chosen:
-                continue
+        # operands a descriptor already holds keep it; the others then take the cheapest rest
+        held = lambda spec: any(self._cost(d, spec) == 0 for d in range(8))
+        for spec in sorted(dict.fromkeys(specs), key=lambda spec: not held(spec)):
             free = [d for d in range(8) if d not in pinned]
             best = min(free, key=lambda d: (self._cost(d, spec), self.used[d]))
             self._setup(best, spec)
@@ -272,10 +277,10 @@ class CoreGen:
         index = dict(zip(specs, self.e.operands(*specs)))
         conv = lambda x: index[x] if isinstance(x, tuple) else x
         args = [conv(dd), conv(da)] + ([conv(db)] if db is not None else [])
-        if shift is not None:
-            args.append(shift)
         if offset is not None:
             args.append(offset)
+        if shift is not None:
+            args.append(shift)
         getattr(self.c, op)(*args, reduce=reduce, acc=acc, pack=pack)
 
     def rowc(self, x):
@@ -286,18 +291,33 @@ class CoreGen:
 
     # Building blocks ------------------------------------------------------------------------------
 
-    def row_allreduce_reg(self, op, east_fn=None, idle_fn=None):
+    def row_links(self, split=False):
+        """(colors this core receives partial results on, color it sends on) in a reduction
+        along the row toward the east core: one chain, or (``split``, for single words: a
+        stream would share the links east of the split with the second chain) with a split
+        at column m two (0..m-1 and m..W-2), the first one's sum going from core m - 1
+        straight to the east core on BYPASS."""
+        W, i, m = self.geo.W, self.i, self.geo.split if split else 0
+        if self.east:
+            return ([self.rowc(i - 1)] if W > 1 else []) + ([BYPASS] if m else []), None
+        receives = [self.rowc(i - 1)] if 0 < i != m else []
+        return receives, BYPASS if m and i == m - 1 else self.rowc(i)
+
+    def row_allreduce_reg(self, op, east_fn=None, idle_fn=None, first_fn=None):
         """r1 of every core of this row becomes the op (add / max) of r1 over the row;
         ``east_fn`` runs on the east core in between (on r1), ``idle_fn`` on the others while
-        they wait (and on the east core after it has sent the result back)."""
+        they wait (and on the east core after it has sent the result back), ``first_fn`` on
+        the east core before it waits for the row (neither may touch r1)."""
         c, W, i = self.c, self.geo.W, self.i
         sop = c.add if op == "add" else c.max
-        if W > 1:
-            if i > 0:
-                c.recv(2, 0, self.rowc(i - 1))
-                sop(1, 1, 2)
-            if i < W - 1:
-                c.send(1, 0, self.rowc(i))
+        if self.east and first_fn is not None:
+            first_fn()
+        receives, send = self.row_links(split=True)
+        for color in receives:
+            c.recv(2, 0, color)
+            sop(1, 1, 2)
+        if send is not None:
+            c.send(1, 0, send)
         if self.east:
             if east_fn is not None:
                 east_fn()
@@ -310,18 +330,21 @@ class CoreGen:
                 idle_fn()
             c.recv(1, 0, WEST)
 
-    def row_allreduce(self, buf, n, op, east_fn=None, idle_fn=None):
+    def row_allreduce(self, buf, n, op, east_fn=None, idle_fn=None, first_fn=None):
         """As :meth:`row_allreduce_reg` for ``buf`` (n words in SRAM), word by word."""
         c, W, i = self.c, self.geo.W, self.i
         sop = c.add if op == "add" else c.max
+        if self.east and first_fn is not None:
+            first_fn()
+        receives, send = self.row_links(split=True)
         if W > 1:
             for k in range(n):
                 self.ld(1, buf, k)
-                if i > 0:
-                    c.recv(2, 0, self.rowc(i - 1))
+                for color in receives:
+                    c.recv(2, 0, color)
                     sop(1, 1, 2)
-                if i < W - 1:
-                    c.send(1, 0, self.rowc(i))
+                if send is not None:
+                    c.send(1, 0, send)
                 else:
                     self.st(1, buf, k)
         if self.east:
@@ -340,26 +363,27 @@ class CoreGen:
                 c.recv(1, 0, WEST)
                 self.st(1, buf, k)
 
-    def chain_sum(self, buf, n, out, recv, send):
-        """A streaming reduction: ``buf`` (n words) plus what arrives on ``recv`` goes on to
-        ``send``; the last core (send None) stores the sum at ``out``."""
-        if n == 0 or (recv is None and send is None):
+    def chain_sum(self, buf, n, out, receives, send):
+        """A streaming reduction: ``buf`` (n words) plus what arrives on the ``receives``
+        colors goes on to ``send``; the last core (send None) stores the sum at ``out`` (with
+        two incoming streams, out must be buf: one vadd accumulates both into it)."""
+        if n == 0 or (not receives and send is None):
             return
-        if recv is None:
-            self.V("vmov", FO(send, n), self.M(buf, n))
-        elif send is not None:
-            self.V("vadd", FO(send, n), FI(recv, n), self.M(buf, n))
+        streams = [FI(color, n) for color in receives]
+        if send is not None:
+            if streams:
+                self.V("vadd", FO(send, n), streams[0], self.M(buf, n))
+            else:
+                self.V("vmov", FO(send, n), self.M(buf, n))
+        elif len(streams) == 1:
+            self.V("vadd", self.M(out, n), streams[0], self.M(buf, n))
         else:
-            self.V("vadd", self.M(out, n), FI(recv, n), self.M(buf, n))
+            assert buf == out
+            self.V("vadd", self.M(out, n), *streams, acc=True)
 
-    def row_reduce(self, buf, n, out):
-        """The sum over the row of ``buf`` (n words) into ``out`` on the east core."""
-        W, i = self.geo.W, self.i
-        if W == 1:
-            self.V("vmov", self.M(out, n), self.M(buf, n))
-            return
-        self.chain_sum(buf, n, out, self.rowc(i - 1) if i > 0 else None,
-                       self.rowc(i) if i < W - 1 else None)
+    def row_reduce(self, buf, n):
+        """The sum over the row of ``buf`` (n words), into ``buf`` on the east core."""
+        self.chain_sum(buf, n, buf, *self.row_links())
 
     def gemv_a(self, src, recv_buf, n_out, block, out):
         """Type A: the packed input ``src`` of the south row goes up every column; each core
@@ -373,11 +397,10 @@ class CoreGen:
                 self.V("vmov", FO(UP, kw), self.M(x, kw))
             else:
                 self.V("vmov", self.M(x, kw), FI(UP, kw))
-        recv = self.rowc(i - 1) if i > 0 else None
-        send = self.rowc(i) if i < geo.W - 1 else None
+        receives, send = self.row_links()
         part = "gp" if send is not None else out
         self.partials(n_out, block, x, kw, part)
-        self.chain_sum(part, n_out, out, recv, send)
+        self.chain_sum(part, n_out, out, receives, send)
 
     def gemv_b(self, src, n_out, block, out):
         """Type B: the packed input ``src`` of the east core goes west along the row; partial
@@ -391,11 +414,11 @@ class CoreGen:
                 self.V("vmov", FO(WEST, kw), self.M(x, kw))
             else:
                 self.V("vmov", self.M(x, kw), FI(WEST, kw))
-        recv = self.colc(j - 1) if j > 0 else None
+        receives = [self.colc(j - 1)] if j > 0 else []
         send = self.colc(j) if j < geo.H - 1 else None
         part = "gp" if send is not None else out
         self.partials(n_out, block, x, kw, part)
-        self.chain_sum(part, n_out, out, recv, send)
+        self.chain_sum(part, n_out, out, receives, send)
 
     def partials(self, n_out, block, x, kw, dest):
         """dest[o] = sum over the kw words w of dot4(block[o][w], x[w]) for o < n_out, in the
@@ -472,40 +495,40 @@ class CoreGen:
                shift=self.shift(op), pack=pack)
 
     def residual(self, acc, op, trace_val, trace_x):
-        """South row: xcur = sat8(xcur + rq(acc)), in place (a requantize accumulating into
-        xcur, then a requantize by 1 with shift 0 as the saturation). With the intermediates
-        kept, rq(acc) and the new x are also copied to ``trace_val`` and ``trace_x``."""
+        """South row: xcur = sat8(xcur + rq(acc)), in place (``vreq.acc`` saturates). With
+        the intermediates kept, rq(acc) and the new x are also copied to ``trace_val`` and
+        ``trace_x``."""
         cd = self.geo.cd
         if self.keep:
             self.requant(acc, trace_val, cd, op)
         self.const(5, op)
         x = self.M("xcur", cd)
         self.V("vreq", x, self.M(acc, cd), 5, shift=self.shift(op), acc=True)
-        self.c.li(6, 1)
-        self.V("vreq", x, x, 6, shift=0)
         if self.keep:
             self.V("vmov", self.M(trace_x, cd), x)
 
     # Phases ------------------------------------------------------------------------------------------
 
-    def step_start(self):
+    def derive_state(self):
+        """own (this column owns the step's position), nk (slots to attend to), n4 (nk
+        rounded up to whole slot words) and nw (slot words) from phase and nloc (r2..r7)."""
         c, e = self.c, self.e
-        self.ld(1, "phase")
-        c.li(2, self.i)
-        c.li(3, 0)
+        self.ld(2, "phase")
+        c.li(3, self.i)
+        c.li(4, 0)
         skip = e.new_label("notown")
-        e.branch("bne", 1, 2, skip)
-        c.li(3, 1)
+        e.branch("bne", 2, 3, skip)
+        c.li(4, 1)
         e.label(skip)
-        self.st(3, "own")
-        self.ld(4, "nloc")
-        c.add(4, 4, 3)
-        self.st(4, "nk")
-        c.addi(5, 4, 3)
-        c.srli(6, 5, 2)
-        c.slli(5, 6, 2)
-        self.st(5, "n4")
-        self.st(6, "nw")
+        self.st(4, "own")
+        self.ld(5, "nloc")
+        c.add(5, 5, 4)
+        self.st(5, "nk")
+        c.addi(6, 5, 3)
+        c.srli(7, 6, 2)
+        c.slli(6, 7, 2)
+        self.st(6, "n4")
+        self.st(7, "nw")
 
     def embedding(self):
         c, geo = self.c, self.geo
@@ -520,10 +543,13 @@ class CoreGen:
         self.V("vadd8", self.M("xp", cdw), tok, pos)
         c.li(5, 24)
         x = "x0" if self.keep else "xcur"     # x0: the embedding's trace copy
-        for k in range(4):
-            c.li(4, 24 - 8 * k)
-            self.V("vsll", self.M("ut", cdw), self.M("xp", cdw), "r4")
-            self.V("vsra", self.M(x, cdw, k, stride=4), self.M("ut", cdw), "r5")
+        for k in range(4):                    # lane k: up to the top byte, then down
+            src = "xp"
+            if k < 3:
+                c.li(4, 24 - 8 * k)
+                self.V("vsll", self.M("ut", cdw), self.M("xp", cdw), "r4")
+                src = "ut"
+            self.V("vsra", self.M(x, cdw, k, stride=4), self.M(src, cdw), "r5")
         if self.keep:
             self.V("vmov", self.M("xcur", cd), self.M("x0", cd))
 
@@ -538,12 +564,11 @@ class CoreGen:
         self.phase("gemv")
         self.gemv_a("hp1", "xin", 3 * rd, "wqkv", "qkvacc")
         self.phase("qkv")
-        # 2. q, k, v on the east core, sent west along the row
-        n = 2 * rdw + rd
+        # 2. q and k on the east core, sent west along the row (v follows during the softmax)
+        n = 2 * rdw
         if self.east:
             self.requant("qkvacc", "qkvb", rd, "q", pack=True)
             self.requant("qkvacc", "qkvb", rd, "k", src_off=rd, dst_off=rdw, pack=True)
-            self.requant("qkvacc", "qkvb", rd, "v", src_off=2 * rd, dst_off=2 * rdw)
             if geo.W > 1:
                 self.V("vmov", FO(WEST, n), self.M("qkvb", n))
         else:
@@ -565,13 +590,17 @@ class CoreGen:
         self.gemv_a("hp2", "xin", geo.fr, "w1", "uacc")
         if self.east:
             self.phase("elementwise")
-            fr = geo.fr
-            self.requant("uacc", "u32", fr, "up")
+            fr, gpk = geo.fr, self.M("gpk", geo.frw)
             self.const(7, "gelu")
-            c.li(6, 128)                     # the table's entry u + 128 is GELU(u)
-            table = ("mem", 7, 0, 256, 1)
-            self.V("vlut", self.M("gpk", geo.frw), self.M("u32", fr), table, offset="r6",
-                   pack=True)
+            table = ("mem", 7, 0, 256, 1)          # entry u + 128 is GELU(u)
+            if self.keep:                          # u32: the trace's u
+                self.requant("uacc", "u32", fr, "up")
+                c.li(6, 128)
+                self.V("vlut", gpk, self.M("u32", fr), table, offset="r6", pack=True)
+            else:                                  # the lookup requantizes its index
+                self.const(6, "up")
+                self.V("vlut", gpk, self.M("uacc", fr), table, offset="r6",
+                       shift=self.shift("up"), pack=True)
         self.phase("gemv")
         self.gemv_b("gpk", cd, "w2", "facc")
         if self.south:
@@ -662,28 +691,37 @@ class CoreGen:
                 self.V("vmov", FO(GROUP_UP, NK), sv)
             else:
                 self.V("vmov", sv, FI(GROUP_UP, NK))
-        # softmax: max (v goes into the cache meanwhile)
+        # softmax: max (v, one int32 per dim, goes west while the east core waits for the row)
         self.phase("softmax")
+
+        def send_v():
+            self.requant("qkvacc", "qkvb", rd, "v", src_off=2 * rd, dst_off=2 * rdw)
+            if geo.W > 1:
+                self.V("vmov", FO(WEST, rd), self.M("qkvb", rd, 2 * rdw))
+
+        def receive_v():
+            self.V("vmov", self.M("qkvb", rd, 2 * rdw), FI(WEST, rd))
         if hl == 1:
             self.V("vmov", 1, self.M("s", NK), reduce="max")
-            self.row_allreduce_reg("max")
+            self.row_allreduce_reg("max", idle_fn=None if self.east else receive_v,
+                                   first_fn=send_v)
             self.st(1, "maxv")
         else:
             for hh in range(hl):
                 self.V("vmov", 1, self.M("s", NK, hh * ml), reduce="max")
                 self.st(1, "maxv", hh)
-            self.row_allreduce("maxv", hl, "max")
-        # e = exp_table[rq(s - max) + 128] (the lookup adds the 128), local sums
+            self.row_allreduce("maxv", hl, "max", idle_fn=None if self.east else receive_v,
+                               first_fn=send_v)
+        # e = exp_table[rq(s - max) + 128] (the lookup requantizes its index), local sums
         self.const(6, "score")
-        c.li(7, 128)
         self.ld(3, "nk")
         t = self.M("t", NK)
         for hh in range(hl):
             self.ld(5, "maxv", hh)
             self.V("vsub", t, self.M("s", NK, hh * ml), "r5")
-            self.V("vreq", t, t, 6, shift=self.shift("score"))
             ev = self.M("e", NK, hh * geo.ml4)
-            self.V("vlut", ev, t, ("mem", 0, self.cp.addr("exp"), 129, 1), offset="r7")
+            self.V("vlut", ev, t, ("mem", 0, self.cp.addr("exp"), 129, 1), offset="r6",
+                   shift=self.shift("score"))
             self.V("vmov", 1, ev, reduce="sum")
             if hl > 1:
                 self.st(1, "sumv", hh)
@@ -730,9 +768,9 @@ class CoreGen:
             e.label(done)
             e.advanced(dv)
             e.advanced(dp)
-        self.row_reduce("op", rd, "osum")
+        self.row_reduce("op", rd)
         if self.east:
-            self.requant("osum", "opk", rd, "o", pack=True)
+            self.requant("op", "opk", rd, "o", pack=True)
 
     def final(self):
         geo, c, e = self.geo, self.c, self.e
@@ -749,11 +787,12 @@ class CoreGen:
                 c.li(4, b)
                 keys = self.M("argt", n)
                 self.V("vsll", keys, self.M("logits", n), "r4")
-                self.V("vadd", keys, keys, self.M("idxc", n))
-                self.V("vmov", 1, keys, reduce="max")
+                self.V("vadd", 1, keys, self.M("idxc", n), reduce="max")
             else:
                 c.li(1, INT32_MIN)
             j, H = self.j, geo.H
+            if self.south:            # while the column's keys come down
+                self.advance_state()
             if H > 1:
                 if j > 0:
                     c.recv(2, 0, self.colc(j - 1))
@@ -765,7 +804,7 @@ class CoreGen:
                 c.andi(2, 1, mask)
                 c.li(3, mask)
                 c.sub(1, 3, 2)
-        # the token to every core
+        # the token to every core (the others advance the step state while it comes)
         W, H = geo.W, geo.H
         if self.east and self.south:
             if H > 1:
@@ -773,10 +812,12 @@ class CoreGen:
             if W > 1:
                 c.send(1, 0, WEST)
         elif self.east:
+            self.advance_state()
             c.recv(1, 0, UP)
             if W > 1:
                 c.send(1, 0, WEST)
         else:
+            self.advance_state()
             c.recv(1, 0, WEST)
         self.st(1, "token")
         if self.east and self.south:
@@ -786,21 +827,6 @@ class CoreGen:
             self.st(2, "outn")
         # the step state
         self.phase("state")
-        self.ld(2, "own")
-        self.ld(3, "nloc")
-        c.add(3, 3, 2)
-        self.st(3, "nloc")
-        self.ld(2, "phase")
-        c.addi(2, 2, 1)
-        c.li(3, W)
-        keep = e.new_label("phase")
-        e.branch("bne", 2, 3, keep)
-        c.li(2, 0)
-        e.label(keep)
-        self.st(2, "phase")
-        self.ld(2, "pos")
-        c.addi(2, 2, 1)
-        self.st(2, "pos")
         self.ld(2, "end")
         e.branch("beq", 1, 2, "finished")
         self.ld(2, "steps")
@@ -809,6 +835,28 @@ class CoreGen:
         c.bne(2, 0, "step")
         e.label("finished")
         c.halt()
+
+    def advance_state(self):
+        """The step state the next step starts from, but for the token: the owner's slot
+        count, the owning column, the position and what :meth:`derive_state` derives from
+        them (r2..r7: it runs while the token is on its way)."""
+        c, e = self.c, self.e
+        self.ld(2, "own")
+        self.ld(3, "nloc")
+        c.add(3, 3, 2)
+        self.st(3, "nloc")
+        self.ld(2, "phase")
+        c.addi(2, 2, 1)
+        c.li(3, self.geo.W)
+        keep = e.new_label("phase")
+        e.branch("bne", 2, 3, keep)
+        c.li(2, 0)
+        e.label(keep)
+        self.st(2, "phase")
+        self.ld(2, "pos")
+        c.addi(2, 2, 1)
+        self.st(2, "pos")
+        self.derive_state()
 
     def receive_prelude(self):
         """Take this tile's words of the KV message (:mod:`programs.kv_message`) from the
@@ -879,6 +927,7 @@ class CoreGen:
         c.mul(4, 4, 2)
         discard(("r", 4))
         self.layer = None
+        self.derive_state()
         # nothing to decode: no steps, or the engine's token already ends the answer
         self.ld(1, "steps")
         e.branch("beq", 1, 0, "finished")
@@ -941,9 +990,8 @@ class CoreGen:
             self.phase("receive")
             self.receive_prelude()
         e.loop_label("step")
-        self.phase("embed")
-        self.step_start()
-        if self.south:
+        self.phase("embed")          # (the step state is derived: by the host, the prelude
+        if self.south:               # or the previous step)
             self.embedding()
         if self.loop:
             c.li(RL, self.cp.block_base)

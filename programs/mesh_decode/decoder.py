@@ -37,10 +37,10 @@ TENSORS = {"x0": ("C", "x0", 0, False), "h1": ("C", "hp1", 0, True),
            "x2": ("C", "x2", 0, False), "final.h": ("C", "hpf", 0, True),
            "logits": ("RV", "logits", 0, False)}
 
-# Tensors left in no buffer unless the intermediates are kept: the embedding is unpacked
-# straight into xcur, the residual works in place ("x2", the layer's output, is then read
-# from xcur).
-KEPT_ONLY = ("x0", "a", "x1", "f")
+# Tensors left in no buffer unless the intermediates are kept: the embedding goes straight
+# into xcur, the residual works in place ("x2", the layer's output, is then read from xcur),
+# the GELU table lookup requantizes its own index (no u).
+KEPT_ONLY = ("x0", "a", "x1", "u", "f")
 
 PHASES = ("receive", "embed", "norm", "gemv", "qkv", "attention", "softmax", "elementwise", "argmax",
           "state")
@@ -244,8 +244,11 @@ class MeshDecoder:
         out = {}
         for (x, y), cp in self.plan.cores.items():
             seg = {}
+            nloc, own = len(range(x, pos, geo.W)), int(pos % geo.W == x)
+            nk = nloc + own
             state = {"steps": steps, "token": int(token), "pos": pos, "phase": pos % geo.W,
-                     "nloc": len(range(x, pos, geo.W)), "end": -1 if end is None else int(end)}
+                     "nloc": nloc, "end": -1 if end is None else int(end), "own": own,
+                     "nk": nk, "n4": -(-nk // 4) * 4, "nw": -(-nk // 4)}
             for name, value in state.items():
                 seg[cp.addr(name)] = _words([value])
             for l in range(geo.L):

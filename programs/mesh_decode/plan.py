@@ -40,6 +40,9 @@ __all__ = ["PlacementError", "Geometry", "CorePlan", "Plan", "COLORS", "LAYER_CO
 
 # Colors (fixed): every color has one route per tile, used in every phase.
 COLORS = {"ROW0": 0, "ROW1": 1, "COL0": 2, "COL1": 3, "UP": 4, "WEST": 5, "GROUP_UP": 6}
+# With a color to spare (beside the delivery's, the mesh's last), the row reductions run as
+# two chains, the west half's sum jumping straight to the east core on this color.
+BYPASS = len(COLORS)
 
 # Per-layer requantize multipliers and norm pre-shifts, in each layer block's constant area.
 LAYER_CONSTS = ("q", "k", "v", "score", "o", "attn", "up", "down", "ns1", "ns2", "gelu")
@@ -67,12 +70,15 @@ class Geometry:
     V: int
     C: int
     gelu_tables: int = 1
+    split: int = 0       # > 0: the row reductions' second chain starts at this column
 
     @classmethod
     def of(cls, dims, config):
-        return cls(config.width, config.height, dims.d_model, dims.n_heads, dims.d_head,
+        W = config.width
+        split = W // 2 if W >= 4 and config.colors > BYPASS + 1 else 0
+        return cls(W, config.height, dims.d_model, dims.n_heads, dims.d_head,
                    dims.d_ff, dims.n_layers, dims.vocab, dims.context,
-                   dims.gelu_tables or dims.n_layers)
+                   dims.gelu_tables or dims.n_layers, split)
 
     # slices
     @property
@@ -242,8 +248,9 @@ def _core_plan(geo, x, y, keep=True):
                         ("pp", geo.vtw), ("maxv", geo.hl), ("sumv", geo.hl), ("op", geo.rd)):
         w(name, words, "buffers")
     if east:
-        for name, words in (("qkvacc", 3 * geo.rd), ("osum", geo.rd), ("opk", geo.rdw),
-                            ("uacc", geo.fr), ("u32", geo.fr), ("gpk", geo.frw)):
+        kept = (("u32", geo.fr),) if keep else ()          # u32: the trace's u only
+        for name, words in (("qkvacc", 3 * geo.rd), ("opk", geo.rdw),
+                            ("uacc", geo.fr), ("gpk", geo.frw)) + kept:
             w(name, words, "buffers")
     if south:
         for name, words in (("hp1", geo.cdw), ("aacc", geo.cd), ("hp2", geo.cdw),
