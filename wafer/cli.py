@@ -495,20 +495,16 @@ def _decode_sweep(args):
         values["dram_bandwidth"] = _bandwidths(args.dram_bandwidth, "--dram-bandwidth")[0]
     if args.share is not None:
         values["share"] = _list(args.share, "--share", float, "a number")[0]
-    if args.sram_words is not None:
-        words = _integer(args.sram_words.strip(), "--sram-words", 1)
-        try:
-            MeshConfig(sram_words=words)
-        except ConfigError as error:
-            raise UsageError(f"--sram-words: {error}") from None
-        values["sram_words"] = words
-    if args.colors is not None:
-        colors = _integer(args.colors.strip(), "--colors", 1)
-        try:
-            MeshConfig(colors=colors)
-        except ConfigError as error:
-            raise UsageError(f"--colors: {error}") from None
-        values["colors"] = colors
+    for field in ("sram_words", "colors"):        # MeshConfig fields, checked by it
+        text = getattr(args, field)
+        if text is not None:
+            option = "--" + field.replace("_", "-")
+            value = _integer(text.strip(), option, 1)
+            try:
+                MeshConfig(**{field: value})
+            except ConfigError as error:
+                raise UsageError(f"{option}: {error}") from None
+            values[field] = value
     sweep = DecodeSweep(**values)
     try:
         sweep.check()

@@ -25,6 +25,11 @@ The tiling (H rows j = 0..H-1 north to south, W columns i = 0..W-1 west to east)
   keys. Softmax max and sum are row all-reduces (east, then back WEST; the east end takes the
   reciprocal); g > 1 rows of a head add their partial scores down the column (COL0/COL1) and
   share them back north (GROUP_UP).
+* **Row all-reduces** of single words (the RMS norms' sums of squares, the softmax max and
+  sum) run as one chain east, or, with a ninth color (BYPASS, beside the delivery's) on a
+  mesh at least 4 wide, as two: columns 0..W/2-1, whose result jumps from core W/2-1 straight
+  to the east core, and W/2..W-2; the east core combines both. Vector reductions stay one
+  chain: a bypass stream would share the links east of the split with the second chain.
 * **Argmax and the next token**: the east column's logits become keys logit x 2^b + (2^b - 1
   - index), the largest wins down the east column (COL0/COL1), and the south-east core sends
   the token UP the east column and every east core WEST along its row.
