@@ -412,7 +412,8 @@ def plot_decode(report, path):
     axes.set_xlabel("cores in the mesh (log scale)")
     axes.set_ylabel("speedup of mesh decode over the DRAM baseline (log scale)")
     axes.set_title("Decode step: weights in SRAM (mesh, "
-                   f"{_sram_text(report['sram_words'])}) vs streamed from DRAM (engine)")
+                   f"{_sram_text(report['sram_words'])}, {report['colors']} colors)\n"
+                   "vs streamed from DRAM (engine)")
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=7, loc="upper left")
     figure.tight_layout()
