@@ -14,6 +14,7 @@ import pytest
 from emulator import MeshEmulator
 from mesh import MeshConfig
 from mesh.asm import assemble
+from program_cases import DEADLOCK
 from programs.kernels import KERNELS, kernel
 from sim_tests.simulators import require_simulator
 from wafer.backends import run
@@ -46,21 +47,6 @@ TRAP = """
     li r1, 200
     addi r1, r1, 100
     st r1, 0(r1)
-    halt
-"""
-
-DEADLOCK = """
-.mesh 2x1
-.config colors=2 sram_words=256 imem_words=64
-.route (0,0) color 0 from RAMP to E
-.route (1,0) color 0 from W to RAMP
-.route (1,0) color 1 from RAMP to W
-.route (0,0) color 1 from E to RAMP
-.core a (0,0)
-    recv r1, r0, 1
-    halt
-.core b (1,0)
-    recv r1, r0, 0
     halt
 """
 
