@@ -308,7 +308,7 @@ class CoreGen:
         ``east_fn`` runs on the east core in between (on r1), ``idle_fn`` on the others while
         they wait (and on the east core after it has sent the result back), ``first_fn`` on
         the east core before it waits for the row (neither may touch r1)."""
-        c, W, i = self.c, self.geo.W, self.i
+        c, W = self.c, self.geo.W
         sop = c.add if op == "add" else c.max
         if self.east and first_fn is not None:
             first_fn()
@@ -332,7 +332,7 @@ class CoreGen:
 
     def row_allreduce(self, buf, n, op, east_fn=None, idle_fn=None, first_fn=None):
         """As :meth:`row_allreduce_reg` for ``buf`` (n words in SRAM), word by word."""
-        c, W, i = self.c, self.geo.W, self.i
+        c, W = self.c, self.geo.W
         sop = c.add if op == "add" else c.max
         if self.east and first_fn is not None:
             first_fn()
@@ -364,22 +364,18 @@ class CoreGen:
                 self.st(1, buf, k)
 
     def chain_sum(self, buf, n, out, receives, send):
-        """A streaming reduction: ``buf`` (n words) plus what arrives on the ``receives``
-        colors goes on to ``send``; the last core (send None) stores the sum at ``out`` (with
-        two incoming streams, out must be buf: one vadd accumulates both into it)."""
+        """A streaming reduction: ``buf`` (n words) plus what arrives on ``receives`` (one
+        chain: at most one color) goes on to ``send``; the last core (send None) stores the
+        sum at ``out``."""
         if n == 0 or (not receives and send is None):
             return
-        streams = [FI(color, n) for color in receives]
-        if send is not None:
-            if streams:
-                self.V("vadd", FO(send, n), streams[0], self.M(buf, n))
-            else:
-                self.V("vmov", FO(send, n), self.M(buf, n))
-        elif len(streams) == 1:
-            self.V("vadd", self.M(out, n), streams[0], self.M(buf, n))
+        (recv,) = receives or (None,)
+        if recv is None:
+            self.V("vmov", FO(send, n), self.M(buf, n))
+        elif send is not None:
+            self.V("vadd", FO(send, n), FI(recv, n), self.M(buf, n))
         else:
-            assert buf == out
-            self.V("vadd", self.M(out, n), *streams, acc=True)
+            self.V("vadd", self.M(out, n), FI(recv, n), self.M(buf, n))
 
     def row_reduce(self, buf, n):
         """The sum over the row of ``buf`` (n words), into ``buf`` on the east core."""
@@ -389,7 +385,7 @@ class CoreGen:
         """Type A: the packed input ``src`` of the south row goes up every column; each core
         computes the partial sums of this row's n_out outputs over its column slice; they are
         summed on their way east; the east core stores them at ``out``."""
-        geo, i = self.geo, self.i
+        geo = self.geo
         kw = geo.cdw
         x = src if self.south else recv_buf
         if geo.H > 1:
