@@ -59,11 +59,8 @@ def add_routes(routes, geo):
         if W > 1:
             routes.row_reduce_chain(y, ROW, toward=Port.E)
             routes.row_multicast(WEST, y, W - 1)
-        if geo.split:             # (split - 1, y) straight to (W - 1, y)
-            routes.set(geo.split - 1, y, BYPASS, inputs=Port.RAMP, outputs=Port.E)
-            for x in range(geo.split, W - 1):
-                routes.set(x, y, BYPASS, inputs=Port.W, outputs=Port.E)
-            routes.set(W - 1, y, BYPASS, inputs=Port.W, outputs=Port.RAMP)
+        if geo.split:             # core (split - 1, y) straight to core (W - 1, y)
+            routes.chain(BYPASS, [(x, y) for x in range(geo.split - 1, W)])
     for x in range(W):
         if H > 1:
             routes.column_reduce_chain(x, COL, toward=Port.S)
